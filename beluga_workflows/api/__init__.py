@@ -1,0 +1,1 @@
+"""REST API (Django REST framework) for workflow runs."""

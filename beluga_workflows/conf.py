@@ -1,0 +1,66 @@
+"""Settings: one object over the ``BELUGA_WORKFLOWS`` dict, defaults in one place.
+
+``beluga_settings.POLL_INTERVAL`` reads the user's value or the default; the cache is reset
+when tests override ``BELUGA_WORKFLOWS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.signals import setting_changed
+
+DEFAULTS: dict[str, Any] = {
+    # "default" (built-in engine on Celery + PostgreSQL) or "temporal".
+    "EXECUTOR": "default",
+    "TEMPORAL": {"HOST": "localhost:7233", "NAMESPACE": "default", "TASK_QUEUE": "beluga-workflows"},
+    # Celery queues used by the built-in engine.
+    "WORKFLOW_QUEUE": "beluga_workflows",
+    "ACTIVITY_QUEUE": "beluga_activities",
+    # Seconds between sweeps for due timers, expired activity attempts and lost messages.
+    "POLL_INTERVAL": 1.0,
+    # Seconds after which work whose broker message seems lost is sent again.
+    "REDISPATCH_AFTER": 30.0,
+    # Live workflow continuations kept per worker process (LRU); 0 replays every step.
+    "CACHE_SIZE": 256,
+    # Seconds a workflow step may run before the worker gives up on it (a runaway loop).
+    "WORKFLOW_TASK_TIMEOUT": 30.0,
+}
+
+
+class BelugaSettings:
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        from django.conf import settings
+
+        return getattr(settings, "BELUGA_WORKFLOWS", None) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown beluga_workflows setting {name!r}.")
+        if name not in self._cache:
+            value = self.user_settings.get(name, DEFAULTS[name])
+            if isinstance(DEFAULTS[name], dict) and isinstance(value, dict):
+                value = {**DEFAULTS[name], **value}
+            self._cache[name] = value
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+
+
+beluga_settings = BelugaSettings()
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == "BELUGA_WORKFLOWS":
+        beluga_settings.reload()
+        from . import executors
+
+        executors.reset_configured()
+
+
+setting_changed.connect(_reload)

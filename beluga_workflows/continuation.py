@@ -1,0 +1,91 @@
+"""A live workflow run parked between steps, so a step costs O(1) instead of a replay.
+
+The workflow function runs in its own thread. When it reaches a step the history cannot
+answer, the thread parks and hands a :class:`~beluga_workflows.interpreter.Decision` to the
+caller; :meth:`Continuation.feed` wakes it with the new events. The decision logic is the
+interpreter's :class:`~beluga_workflows.interpreter.Machine`, exactly as in replay, so a
+continuation and a replay of the same history always agree.
+
+Only a bounded number of continuations are kept (see ``engine.runners``); a parked run that is
+not cached holds no thread at all, only its rows.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .interpreter import Decision, Machine, RunInfo, Suspend, call_workflow
+from .history import HistoryEvent
+
+_CLOSE = object()
+
+
+class WorkflowTaskTimeout(RuntimeError):
+    """The workflow function ran longer than WORKFLOW_TASK_TIMEOUT without reaching a step."""
+
+
+class Continuation:
+    def __init__(self, fn: Callable[..., Any], info: RunInfo, timeout: float = 30.0) -> None:
+        self.fn = fn
+        self.info = info
+        self.timeout = timeout
+        self.seen = 0
+        self.machine = Machine(info, [], self._park)
+        self._to_workflow: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._to_driver: queue.SimpleQueue[Decision] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def feed(self, events: Sequence[HistoryEvent]) -> Decision:
+        """Give the run its new events and wait until it blocks again or finishes."""
+        if self._closed:
+            raise RuntimeError("feed() on a closed continuation")
+        self.machine.commands = []
+        if events:
+            self.seen = events[-1].sequence
+        if self._thread is None:
+            self.machine.extend(events)
+            if events:
+                self.machine.current_time = events[0].timestamp
+            self._thread = threading.Thread(
+                target=self._main, name=f"workflow-{self.info.workflow_id}", daemon=True
+            )
+            self._thread.start()
+        else:
+            self._to_workflow.put(list(events))
+        try:
+            return self._to_driver.get(timeout=self.timeout)
+        except queue.Empty:
+            self._closed = True
+            raise WorkflowTaskTimeout(
+                f"Workflow {self.info.workflow_id!r} ran {self.timeout:g}s without reaching a "
+                "step; workflow code must not block or loop forever."
+            ) from None
+
+    def note(self, events: Sequence[HistoryEvent]) -> None:
+        """Events appended after the decision (the commands it asked for)."""
+        self.machine.extend(events)
+        if events:
+            self.seen = events[-1].sequence
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive() and not self._closed:
+            self._to_workflow.put(_CLOSE)
+        self._closed = True
+
+    # -- the workflow thread ---------------------------------------------------------------
+    def _main(self) -> None:
+        decision = call_workflow(self.fn, self.machine)
+        if not self._closed:
+            self._to_driver.put(decision)
+
+    def _park(self) -> None:
+        self._to_driver.put(Decision(commands=list(self.machine.commands), waiting=self.machine.waiting))
+        item = self._to_workflow.get()
+        if item is _CLOSE:
+            self.machine.stopped = True
+            raise Suspend()
+        self.machine.extend(item)

@@ -1,0 +1,115 @@
+"""Running one activity attempt in a worker.
+
+The attempt holds a PostgreSQL advisory lock on its task for as long as it runs. The lock
+dies with the worker's connection, so the sweeper can tell "running somewhere" from "its
+worker died" without a write per attempt; a duplicate delivery finds the lock taken and
+stops. The activity itself runs in its own thread so the attempt timeout holds even when the
+code never returns: the attempt is recorded as timed out and the thread's late result is
+ignored (``ActivityContext.is_cancelled()`` turns true for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+from django.db import close_old_connections, connection, connections
+from django.utils import timezone
+
+from .. import registry
+from ..activity import ActivityContext
+from ..errors import ActivityTimeoutError, InvalidPayloadError
+from ..models import ActivityTask
+from ..serialization import ensure_json
+from . import steps
+
+logger = logging.getLogger("beluga_workflows")
+
+_LOCK_SPACE = 0x4245 << 48  # "BE": keeps our advisory lock keys apart from other users'
+
+
+def lock_key(task_pk: int) -> int:
+    return _LOCK_SPACE | task_pk
+
+
+@contextlib.contextmanager
+def advisory_lock(task_pk: int) -> Iterator[bool]:
+    """Hold the task's session-level advisory lock, if nobody else does."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_key(task_pk)])
+        got = bool(cursor.fetchone()[0])
+    try:
+        yield got
+    finally:
+        if got:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_key(task_pk)])
+
+
+def error_info(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "types": [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException)],
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc))[-4000:],
+    }
+
+
+def run_attempt(task_pk: int, attempt: int) -> None:
+    """Execute one attempt if it is still due, and record its outcome."""
+    close_old_connections()
+    with advisory_lock(task_pk) as got:
+        if not got:
+            return  # running elsewhere (a duplicate delivery)
+        task = ActivityTask.objects.select_related("run").filter(pk=task_pk).first()
+        if task is None or task.state != ActivityTask.State.SCHEDULED or task.attempt != attempt:
+            return
+        now = timezone.now()
+        if task.deadline <= now:
+            timeout = ActivityTimeoutError(f"Attempt {attempt} of {task.name!r} was not started in time.")
+            steps.finish_activity(task_pk, attempt, error=error_info(timeout))
+            return
+        outcome = _execute(task, (task.deadline - now).total_seconds())
+        steps.finish_activity(task_pk, attempt, **outcome)
+
+
+def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
+    cancelled = threading.Event()
+    ctx = ActivityContext(
+        workflow_id=task.run.workflow_id,
+        run_id=str(task.run.run_id),
+        activity_id=f"{task.run.run_id}:{task.step}",
+        attempt=task.attempt,
+        task_pk=task.pk,
+        cancelled=cancelled,
+    )
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            fn = registry.resolve(task.reference)
+            result = fn(ctx, task.input)
+            box["result"] = ensure_json(result, f"Result of activity {task.name!r}")
+        except InvalidPayloadError as exc:
+            box["error"], box["retryable"] = error_info(exc), False
+        except BaseException as exc:  # the user's activity failed
+            box["error"] = error_info(exc)
+        finally:
+            connections.close_all()  # this thread's own connections, if the activity used the ORM
+
+    thread = threading.Thread(target=target, name=f"activity-{task.pk}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        cancelled.set()
+        timeout = ActivityTimeoutError(
+            f"Attempt {task.attempt} of {task.name!r} ran past its {seconds:.3g}s timeout."
+        )
+        return {"error": error_info(timeout)}
+    if "error" in box:
+        return {"error": box["error"], "retryable": box.get("retryable", True)}
+    return {"result": box.get("result")}

@@ -1,0 +1,81 @@
+"""The safety net that makes a killed worker lose nothing.
+
+``runworker`` calls :func:`sweep` every ``POLL_INTERVAL`` seconds. It fires due timers,
+notices activity attempts whose worker died (their advisory lock is free) and either times
+them out (past their deadline) or sends them again, and re-advances runs whose workflow-step
+message was lost. It never relies on the broker redelivering anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.db.models import Q
+from django.utils import timezone
+
+from ..conf import beluga_settings
+from ..errors import ActivityTimeoutError
+from ..models import ActivityTask, Timer, WorkflowRun
+from ..options import Status
+from . import dispatch, steps
+from .activities import advisory_lock, error_info
+
+logger = logging.getLogger("beluga_workflows")
+BATCH = 200
+
+
+def sweep() -> int:
+    """One pass; returns how many things it acted on."""
+    return fire_due_timers() + recover_activities() + recover_runs()
+
+
+def fire_due_timers() -> int:
+    due = Timer.objects.filter(state=Timer.State.PENDING, fire_at__lte=timezone.now())
+    fired = 0
+    for pk in due.order_by("fire_at").values_list("pk", flat=True)[:BATCH]:
+        fired += steps.fire_timer(pk)
+    return fired
+
+
+def recover_activities() -> int:
+    now = timezone.now()
+    stale = now - timedelta(seconds=beluga_settings.REDISPATCH_AFTER)
+    candidates = ActivityTask.objects.filter(state=ActivityTask.State.SCHEDULED).filter(
+        Q(deadline__lte=now) | Q(dispatched_at__lte=stale, not_before__lte=stale)
+    )
+    acted = 0
+    for pk, attempt in candidates.values_list("pk", "attempt")[:BATCH]:
+        with advisory_lock(pk) as free:
+            if not free:
+                continue  # a live worker is running it; that worker enforces the timeout
+            task = ActivityTask.objects.filter(
+                pk=pk, state=ActivityTask.State.SCHEDULED, attempt=attempt
+            ).first()
+            if task is None:
+                continue
+            if task.deadline <= timezone.now():
+                error = ActivityTimeoutError(
+                    f"Attempt {attempt} of {task.name!r} did not finish before its deadline "
+                    "(its worker died or never picked it up)."
+                )
+                steps.finish_activity(pk, attempt, error=error_info(error))
+            else:
+                logger.info("Sending activity %s (attempt %s) again", task.name, attempt)
+                ActivityTask.objects.filter(pk=pk).update(dispatched_at=timezone.now())
+                dispatch.activity(pk, attempt)
+            acted += 1
+    return acted
+
+
+def recover_runs() -> int:
+    stale = timezone.now() - timedelta(seconds=beluga_settings.REDISPATCH_AFTER)
+    stalled = WorkflowRun.objects.filter(
+        status=Status.RUNNING.value, advance_requested_at__lte=stale
+    ).values_list("pk", flat=True)[:BATCH]
+    acted = 0
+    for pk in stalled:
+        logger.info("Advancing stalled run %s", pk)
+        steps.advance(pk)
+        acted += 1
+    return acted

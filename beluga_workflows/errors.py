@@ -1,0 +1,168 @@
+"""The error tree of beluga_workflows.
+
+Every error a user can see derives from :class:`WorkflowError`. Data travels on attributes so
+callers (REST views, the CLI, tests) never parse messages. The internal "suspend this run"
+signal is *not* here: it lives in :mod:`beluga_workflows.interpreter` as a ``BaseException`` so
+that a workflow's ``except Exception`` cannot swallow it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkflowError(Exception):
+    """Base class of every beluga_workflows error."""
+
+
+class WorkflowNotFoundError(WorkflowError):
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"No workflow run with id {workflow_id!r}.")
+
+
+class WorkflowAlreadyStartedError(WorkflowError):
+    def __init__(self, workflow_id: str, run_id: str | None = None) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        super().__init__(
+            f"A workflow with id {workflow_id!r} is already running; wait for it to finish, "
+            "cancel it, or start the new one under another id."
+        )
+
+
+class WorkflowClosedError(WorkflowError):
+    """Signal or cancel sent to a run that has already finished."""
+
+    def __init__(self, workflow_id: str, status: str, action: str) -> None:
+        self.workflow_id = workflow_id
+        self.status = status
+        self.action = action
+        super().__init__(
+            f"Cannot {action} workflow {workflow_id!r}: it has already finished "
+            f"(status {status!r}). Nothing was recorded."
+        )
+
+
+class ApplicationError(WorkflowError):
+    """An exception raised by user code, carried across processes by type name and message."""
+
+    def __init__(self, type_name: str, message: str, details: Any = None) -> None:
+        self.type_name = type_name
+        self.message = message
+        self.details = details
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+
+
+class WorkflowFailedError(WorkflowError):
+    """Raised by ``handle.result()`` when the workflow function failed; ``cause`` says why."""
+
+    def __init__(self, workflow_id: str, cause: WorkflowError) -> None:
+        self.workflow_id = workflow_id
+        self.cause = cause
+        super().__init__(f"Workflow {workflow_id!r} failed: {cause}")
+        self.__cause__ = cause
+
+
+class WorkflowCanceledError(WorkflowError):
+    """The run was canceled. Raised inside workflow code at its current wait, and by
+    ``handle.result()`` on a canceled run."""
+
+    def __init__(self, workflow_id: str = "", message: str = "") -> None:
+        self.workflow_id = workflow_id
+        super().__init__(message or f"Workflow {workflow_id!r} was canceled.")
+
+
+class WorkflowTimeoutError(WorkflowError):
+    def __init__(self, workflow_id: str, timeout_seconds: float | None = None) -> None:
+        self.workflow_id = workflow_id
+        self.timeout_seconds = timeout_seconds
+        limit = f" after {timeout_seconds:g}s" if timeout_seconds is not None else ""
+        super().__init__(f"Workflow {workflow_id!r} timed out{limit}.")
+
+
+class ActivityError(WorkflowError):
+    """An activity failed for good (retries exhausted, non-retryable error, or timeout)."""
+
+    def __init__(
+        self, activity: str, attempts: int, cause_type: str, cause_message: str, step: int = -1
+    ) -> None:
+        self.activity = activity
+        self.attempts = attempts
+        self.cause_type = cause_type
+        self.cause_message = cause_message
+        self.step = step
+        super().__init__(
+            f"Activity {activity!r} failed after {attempts} attempt(s): {cause_type}: {cause_message}"
+        )
+
+    @property
+    def cause(self) -> ApplicationError:
+        return ApplicationError(self.cause_type, self.cause_message)
+
+
+class ActivityTimeoutError(WorkflowError):
+    """One activity attempt ran past its timeout (the cause of an ActivityError)."""
+
+
+class SignalTimeoutError(WorkflowError):
+    def __init__(self, signal_name: str, timeout_seconds: float | None) -> None:
+        self.signal_name = signal_name
+        self.timeout_seconds = timeout_seconds
+        super().__init__(
+            f"No {signal_name!r} signal arrived within {timeout_seconds or 0:g}s."
+        )
+
+
+class NonDeterminismError(WorkflowError):
+    """The workflow code no longer matches its recorded history."""
+
+    def __init__(self, step: int, expected: str, got: str) -> None:
+        self.step = step
+        self.expected = expected
+        self.got = got
+        super().__init__(
+            f"Non-deterministic workflow at step {step}: the history recorded {expected}, "
+            f"but the code now asks for {got}. Workflow code must make the same calls in the "
+            "same order on every replay; deploy changes under a new workflow name."
+        )
+
+
+class ExecutorNotFoundError(WorkflowError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"No executor named {name!r}; registered executors: {', '.join(known)}.")
+
+
+class InvalidPayloadError(WorkflowError, TypeError):
+    """A workflow input, result, activity input/result or signal payload is not JSON."""
+
+    def __init__(self, what: str, path: str, value: Any) -> None:
+        self.what = what
+        self.path = path
+        super().__init__(
+            f"{what} must be JSON (dict, list, str, int, float, bool, None); "
+            f"found {type(value).__name__} at {path}."
+        )
+
+
+class QueryError(WorkflowError):
+    """A query type the run has no handler for, or a handler that raised."""
+
+
+class WorkflowNameError(WorkflowError, LookupError):
+    """A workflow name that is not registered (or an unimportable function reference)."""
+
+
+class ResultTimeoutError(WorkflowError, TimeoutError):
+    """``handle.result(timeout=...)`` gave up waiting; the run goes on."""
+
+    def __init__(self, workflow_id: str, timeout: float | None) -> None:
+        self.workflow_id = workflow_id
+        self.timeout = timeout
+        super().__init__(
+            f"Workflow {workflow_id!r} did not finish within {timeout:g}s; it is still running."
+            if timeout is not None
+            else f"Workflow {workflow_id!r} did not finish."
+        )

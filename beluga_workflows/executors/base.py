@@ -1,0 +1,111 @@
+"""The executor interface: what every backend (built-in engine, Temporal) provides."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from ..history import HistoryEvent
+from ..options import Signal, Status, WorkflowOptions
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """A run as executors, stores, the CLI and the API describe it."""
+
+    workflow_id: str
+    run_id: str
+    workflow: str
+    status: Status
+    input: Any = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    waiting_for: str = ""
+    waiting_since: datetime | None = None
+    waiting_deadline: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.workflow_id,
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": self.status.value,
+            "input": self.input,
+            "result": self.result,
+            "error": self.error,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "waiting_for": self.waiting_for,
+            "waiting_since": iso(self.waiting_since),
+            "waiting_deadline": iso(self.waiting_deadline),
+        }
+
+
+class WorkflowHandle(abc.ABC):
+    """A started run: its ids, its status, and a way to wait for its result."""
+
+    @property
+    @abc.abstractmethod
+    def id(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def run_id(self) -> str: ...
+
+    @abc.abstractmethod
+    def status(self) -> Status: ...
+
+    @abc.abstractmethod
+    def result(self, timeout: float | None = None) -> Any:
+        """Block until the run ends; return its result or raise WorkflowFailedError,
+        WorkflowCanceledError or WorkflowTimeoutError (ResultTimeoutError if ``timeout``
+        seconds pass first)."""
+
+
+class Worker(Protocol):
+    def run(self) -> None: ...
+
+
+class DurableExecutor(abc.ABC):
+    """Starts, signals, queries and cancels runs. Obtain one with ``workflow.new(name)``."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def execute(
+        self, fn: Callable[..., Any], options: WorkflowOptions | None = None
+    ) -> WorkflowHandle: ...
+
+    @abc.abstractmethod
+    def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
+        """Start a workflow by its registered public name (what REST, admin and CLI use)."""
+
+    @abc.abstractmethod
+    def signal(self, workflow_id: str, signal: Signal) -> None: ...
+
+    @abc.abstractmethod
+    def query(self, workflow_id: str, query_type: str) -> Any: ...
+
+    @abc.abstractmethod
+    def cancel(self, workflow_id: str, sender: str | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def get_handle(self, workflow_id: str) -> WorkflowHandle: ...
+
+    @abc.abstractmethod
+    def describe(self, workflow_id: str) -> WorkflowState: ...
+
+    @abc.abstractmethod
+    def history(self, workflow_id: str) -> list[HistoryEvent]: ...
+
+    @abc.abstractmethod
+    def worker(self, concurrency: int = 4, **options: Any) -> Worker:
+        """What ``manage.py runworker`` runs for this executor."""

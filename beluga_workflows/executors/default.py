@@ -1,0 +1,139 @@
+"""The built-in executor: the engine on Django models + PostgreSQL, work on Celery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import registry
+from ..engine import runs
+from ..engine.store import latest_run, load_history
+from ..errors import (
+    ResultTimeoutError,
+    WorkflowCanceledError,
+    WorkflowFailedError,
+    WorkflowTimeoutError,
+)
+from ..history import HistoryEvent
+from ..interpreter import Replayer, RunInfo, error_from_json, run_query
+from ..models import WorkflowRun
+from ..options import Config, Signal, Status, WorkflowOptions
+from .base import DurableExecutor, WorkflowHandle, WorkflowState
+
+
+def run_state(run: WorkflowRun) -> WorkflowState:
+    return WorkflowState(
+        workflow_id=run.workflow_id,
+        run_id=str(run.run_id),
+        workflow=run.workflow_name,
+        status=Status(run.status),
+        input=run.input,
+        result=run.result,
+        error=run.error,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        waiting_for=run.waiting_for,
+        waiting_since=run.waiting_since,
+        waiting_deadline=run.waiting_deadline,
+    )
+
+
+def raise_for_outcome(workflow_id: str, status: Status, error: dict[str, Any] | None) -> None:
+    if status is Status.FAILED:
+        raise WorkflowFailedError(workflow_id, error_from_json(error or {}))
+    if status is Status.CANCELED:
+        raise WorkflowCanceledError(workflow_id)
+    if status is Status.TIMED_OUT:
+        raise WorkflowTimeoutError(workflow_id, (error or {}).get("timeout"))
+
+
+class DefaultHandle(WorkflowHandle):
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        self._id = workflow_id
+        self._run_id = run_id
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def _run(self) -> WorkflowRun:
+        return WorkflowRun.objects.get(run_id=self._run_id)
+
+    def status(self) -> Status:
+        return Status(self._run().status)
+
+    def result(self, timeout: float | None = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            run = self._run()
+            status = Status(run.status)
+            if status.is_closed:
+                raise_for_outcome(self._id, status, run.error)
+                return run.result
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeoutError(self._id, timeout)
+            time.sleep(delay if deadline is None else min(delay, max(0, deadline - time.monotonic())))
+            delay = min(delay * 1.5, 0.5)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle id={self._id!r} run_id={self._run_id!r}>"
+
+
+class DefaultExecutor(DurableExecutor):
+    name = "default"
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or Config()
+
+    def execute(
+        self, fn: Callable[..., Any], options: WorkflowOptions | None = None
+    ) -> WorkflowHandle:
+        return self._start(registry.workflow_name(fn), options or WorkflowOptions())
+
+    def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
+        registry.resolve_public(workflow_name)
+        return self._start(workflow_name, options or WorkflowOptions())
+
+    def _start(self, name: str, options: WorkflowOptions) -> WorkflowHandle:
+        run = runs.start(name, options.id, options.input, options.timeout)  # type: ignore[arg-type]
+        return DefaultHandle(run.workflow_id, str(run.run_id))
+
+    def signal(self, workflow_id: str, signal: Signal) -> None:
+        runs.signal(workflow_id, signal)
+
+    def cancel(self, workflow_id: str, sender: str | None = None) -> None:
+        runs.cancel(workflow_id, sender)
+
+    def query(self, workflow_id: str, query_type: str) -> Any:
+        run = latest_run(workflow_id)
+        if query_type == "status":
+            return run.status
+        if query_type == "result":
+            return run.result
+        if query_type == "history":
+            return [event.to_json() for event in load_history(run.pk)]
+        fn = registry.resolve(run.workflow_name)
+        replayer = Replayer(fn, RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input))
+        replayer.run(load_history(run.pk))
+        return run_query(replayer.machine, query_type)
+
+    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+        run = latest_run(workflow_id)
+        return DefaultHandle(run.workflow_id, str(run.run_id))
+
+    def describe(self, workflow_id: str) -> WorkflowState:
+        return run_state(latest_run(workflow_id))
+
+    def history(self, workflow_id: str) -> list[HistoryEvent]:
+        return load_history(latest_run(workflow_id).pk)
+
+    def worker(self, concurrency: int = 4, **options: Any) -> Any:
+        from ..worker import Worker
+
+        return Worker(concurrency=concurrency, **options)

@@ -1,0 +1,175 @@
+"""Value types of the public API: options, retry policy, signals, statuses.
+
+All are frozen dataclasses with documented defaults (the Beluga seed's defaults), so they can be
+shared between threads and compared in tests.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+Duration = timedelta | float | int
+
+#: Activity attempt timeout used when a workflow does not give one.
+DEFAULT_ACTIVITY_TIMEOUT = timedelta(minutes=5)
+
+
+def to_timedelta(value: Duration | None, what: str) -> timedelta | None:
+    """Accept a timedelta or a number of seconds; refuse anything else or negatives."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise TypeError(f"{what} must be a timedelta or a number of seconds, not {value!r}.")
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if delta < timedelta(0):
+        raise ValueError(f"{what} must not be negative (got {delta}).")
+    return delta
+
+
+class Status(str, enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    TIMED_OUT = "timed_out"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_closed(self) -> bool:
+        return self is not Status.RUNNING
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an activity is retried. Defaults follow the Beluga seed."""
+
+    max_attempts: int = 3
+    initial_interval: timedelta = timedelta(milliseconds=100)
+    backoff_coefficient: float = 2.0
+    max_interval: timedelta = timedelta(seconds=10)
+    #: Exception classes or class names that fail the activity at once.
+    non_retryable_errors: tuple[type[BaseException] | str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1.")
+        if self.backoff_coefficient < 1:
+            raise ValueError("RetryPolicy.backoff_coefficient must be at least 1.0.")
+        object.__setattr__(
+            self, "initial_interval", to_timedelta(self.initial_interval, "initial_interval")
+        )
+        object.__setattr__(self, "max_interval", to_timedelta(self.max_interval, "max_interval"))
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> timedelta:
+        """Delay before attempt ``attempt + 1``, with ±20% jitter so retries do not stampede."""
+        base = self.initial_interval.total_seconds() * self.backoff_coefficient ** (attempt - 1)
+        base = min(base, self.max_interval.total_seconds())
+        jitter = (rng or random).uniform(0.8, 1.2)
+        return timedelta(seconds=base * jitter)
+
+    def error_names(self) -> list[str]:
+        return [e if isinstance(e, str) else e.__name__ for e in self.non_retryable_errors]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_attempts": self.max_attempts,
+            "initial_interval": self.initial_interval.total_seconds(),
+            "backoff_coefficient": self.backoff_coefficient,
+            "max_interval": self.max_interval.total_seconds(),
+            "non_retryable_errors": self.error_names(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RetryPolicy:
+        return cls(
+            max_attempts=data["max_attempts"],
+            initial_interval=timedelta(seconds=data["initial_interval"]),
+            backoff_coefficient=data["backoff_coefficient"],
+            max_interval=timedelta(seconds=data["max_interval"]),
+            non_retryable_errors=tuple(data.get("non_retryable_errors", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ActivityOptions:
+    """Per-call options of ``ctx.execute_activity``; build them with ``with_activity_*``."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: timedelta = DEFAULT_ACTIVITY_TIMEOUT
+
+    def to_json(self) -> dict[str, Any]:
+        return {"retry": self.retry.to_json(), "timeout": self.timeout.total_seconds()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ActivityOptions:
+        return cls(
+            retry=RetryPolicy.from_json(data["retry"]),
+            timeout=timedelta(seconds=data["timeout"]),
+        )
+
+
+ActivityOption = Callable[[ActivityOptions], ActivityOptions]
+
+
+def with_activity_retry(policy: RetryPolicy) -> ActivityOption:
+    if not isinstance(policy, RetryPolicy):
+        raise TypeError(f"with_activity_retry expects a RetryPolicy, not {policy!r}.")
+    return lambda opts: replace(opts, retry=policy)
+
+
+def with_activity_timeout(timeout: Duration) -> ActivityOption:
+    delta = to_timedelta(timeout, "activity timeout")
+    if not delta:
+        raise ValueError("An activity timeout must be greater than zero.")
+    return lambda opts: replace(opts, timeout=delta)
+
+
+def build_activity_options(options: tuple[Any, ...]) -> ActivityOptions:
+    opts = ActivityOptions()
+    for option in options:
+        if not callable(option):
+            raise TypeError(
+                f"execute_activity options must come from workflow.with_activity_retry/"
+                f"with_activity_timeout; got {option!r}."
+            )
+        opts = option(opts)
+    return opts
+
+
+@dataclass(frozen=True)
+class WorkflowOptions:
+    """How to start a run. An empty ``id`` gets a UUID; ``timeout`` bounds the whole run."""
+
+    id: str | None = None
+    input: Any = None
+    timeout: Duration | None = None
+
+    def __post_init__(self) -> None:
+        if self.id is not None and not isinstance(self.id, str):
+            raise TypeError(f"WorkflowOptions.id must be a string, not {self.id!r}.")
+        if self.id is not None and len(self.id) > 255:
+            raise ValueError("WorkflowOptions.id must be at most 255 characters.")
+        object.__setattr__(self, "timeout", to_timedelta(self.timeout, "WorkflowOptions.timeout"))
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A named message to a run. ``sender`` records who sent it (the approval audit trail)."""
+
+    name: str
+    payload: Any = None
+    sender: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """Executor configuration for ``workflow.new(name, config)``; ``extra`` is per executor."""
+
+    extra: dict[str, Any] = field(default_factory=dict)

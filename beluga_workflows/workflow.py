@@ -1,0 +1,103 @@
+"""The public API: ``from beluga_workflows import workflow``.
+
+Mirrors the Beluga ``workflow`` package: write workflows and activities as plain functions,
+get an executor with ``workflow.new("default")`` (or ``"temporal"``), and start, signal, query
+and cancel runs through it. Importing this module does not need Django settings; the stores
+load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .activity import ActivityContext
+from .errors import (
+    ActivityError,
+    ActivityTimeoutError,
+    ApplicationError,
+    ExecutorNotFoundError,
+    InvalidPayloadError,
+    NonDeterminismError,
+    QueryError,
+    ResultTimeoutError,
+    SignalTimeoutError,
+    WorkflowAlreadyStartedError,
+    WorkflowCanceledError,
+    WorkflowClosedError,
+    WorkflowError,
+    WorkflowFailedError,
+    WorkflowNameError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
+from .executors import get_executor, list_executors, new, register
+from .executors.base import DurableExecutor, WorkflowHandle, WorkflowState
+from .history import EventType, HistoryEvent
+from .interpreter import WorkflowContext
+from .options import (
+    ActivityOptions,
+    Config,
+    RetryPolicy,
+    Signal,
+    Status,
+    WorkflowOptions,
+    with_activity_retry,
+    with_activity_timeout,
+)
+from .registry import defn
+
+#: ``workflow.list()`` -> the registered executor names, as in the Beluga registry.
+list = list_executors  # noqa: A001
+
+__all__ = [
+    "ActivityContext",
+    "ActivityError",
+    "ActivityOptions",
+    "ActivityTimeoutError",
+    "ApplicationError",
+    "Config",
+    "DjangoWorkflowStore",
+    "DurableExecutor",
+    "EventType",
+    "ExecutorNotFoundError",
+    "HistoryEvent",
+    "InMemoryWorkflowStore",
+    "InvalidPayloadError",
+    "NonDeterminismError",
+    "QueryError",
+    "ResultTimeoutError",
+    "RetryPolicy",
+    "Signal",
+    "SignalTimeoutError",
+    "Status",
+    "WorkflowAlreadyStartedError",
+    "WorkflowCanceledError",
+    "WorkflowClosedError",
+    "WorkflowContext",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowHandle",
+    "WorkflowNameError",
+    "WorkflowNotFoundError",
+    "WorkflowOptions",
+    "WorkflowState",
+    "WorkflowStore",
+    "WorkflowTimeoutError",
+    "defn",
+    "get_executor",
+    "list",
+    "new",
+    "register",
+    "with_activity_retry",
+    "with_activity_timeout",
+]
+
+_LAZY = {"WorkflowStore", "DjangoWorkflowStore", "InMemoryWorkflowStore"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import stores
+
+        return getattr(stores, name)
+    raise AttributeError(f"module 'beluga_workflows.workflow' has no attribute {name!r}")
