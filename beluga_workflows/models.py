@@ -24,6 +24,8 @@ class WorkflowRun(models.Model):
     workflow_id = models.CharField(max_length=255, db_index=True)
     run_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     workflow_name = models.CharField(max_length=255, db_index=True)
+    #: ``module:qualname`` of the workflow function, so any worker can import it.
+    workflow_reference = models.CharField(max_length=500, blank=True, default="")
     status = models.CharField(
         max_length=16, choices=[(s.value, s.value) for s in Status], default=Status.RUNNING.value
     )

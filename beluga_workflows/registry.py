@@ -74,12 +74,18 @@ def resolve_public(name: str) -> Callable[..., Any]:
     return fn
 
 
-def resolve(name: str) -> Callable[..., Any]:
-    """A public name or a ``module:qualname`` reference, imported if needed."""
+def resolve(name: str, reference: str = "") -> Callable[..., Any]:
+    """A public name or a ``module:qualname`` reference, imported if needed.
+
+    ``reference`` is where a named workflow was defined: a worker that has not imported that
+    module yet (it is not an app's ``workflows.py``) finds the function there.
+    """
     with _lock:
         fn = _by_name.get(name)
     if fn is not None:
         return fn
+    if reference and reference != name:
+        return resolve(reference)
     if ":" not in name:
         raise WorkflowNameError(
             f"Unknown workflow {name!r}. Registered workflows: {', '.join(public_names()) or 'none'}."

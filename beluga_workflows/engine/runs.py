@@ -25,12 +25,13 @@ from .store import Appender, lock_running
 
 def start(
     workflow_name: str,
+    reference: str,
     workflow_id: str | None = None,
     input: Any = None,
     timeout: timedelta | None = None,
 ) -> WorkflowRun:
     """Create a run and ask a worker to take its first step."""
-    registry.resolve(workflow_name)  # fail here, not in a worker, on an unknown name
+    registry.resolve(workflow_name, reference)  # fail here, not in a worker, on a bad name
     ensure_json(input, f"Input of workflow {workflow_name!r}")
     workflow_id = workflow_id or str(uuid.uuid4())
     now = timezone.now()
@@ -43,6 +44,7 @@ def start(
             run = WorkflowRun.objects.create(
                 workflow_id=workflow_id,
                 workflow_name=workflow_name,
+                workflow_reference=reference,
                 input=input,
                 timeout_seconds=timeout.total_seconds() if timeout else None,
                 advance_requested_at=now,

@@ -42,7 +42,7 @@ def decide(run: WorkflowRun, appender: Appender) -> None:
     """Run the workflow function over its history and record what it does next."""
     run.advance_requested_at = None
     try:
-        fn = registry.resolve(run.workflow_name)
+        fn = registry.resolve(run.workflow_name, run.workflow_reference)
         info = RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input)
         decision = runners.decide(run, fn, info, appender)
     except Exception:

@@ -94,14 +94,14 @@ class DefaultExecutor(DurableExecutor):
     def execute(
         self, fn: Callable[..., Any], options: WorkflowOptions | None = None
     ) -> WorkflowHandle:
-        return self._start(registry.workflow_name(fn), options or WorkflowOptions())
+        return self._start(fn, options or WorkflowOptions())
 
     def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
-        registry.resolve_public(workflow_name)
-        return self._start(workflow_name, options or WorkflowOptions())
+        return self._start(registry.resolve_public(workflow_name), options or WorkflowOptions())
 
-    def _start(self, name: str, options: WorkflowOptions) -> WorkflowHandle:
-        run = runs.start(name, options.id, options.input, options.timeout)  # type: ignore[arg-type]
+    def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
+        name, reference = registry.workflow_name(fn), registry.reference(fn)
+        run = runs.start(name, reference, options.id, options.input, options.timeout)  # type: ignore[arg-type]
         return DefaultHandle(run.workflow_id, str(run.run_id))
 
     def signal(self, workflow_id: str, signal: Signal) -> None:
@@ -118,7 +118,7 @@ class DefaultExecutor(DurableExecutor):
             return run.result
         if query_type == "history":
             return [event.to_json() for event in load_history(run.pk)]
-        fn = registry.resolve(run.workflow_name)
+        fn = registry.resolve(run.workflow_name, run.workflow_reference)
         replayer = Replayer(fn, RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input))
         replayer.run(load_history(run.pk))
         return run_query(replayer.machine, query_type)

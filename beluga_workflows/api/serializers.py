@@ -1,0 +1,156 @@
+"""Request and response bodies of the REST API.
+
+Runs are serialized from :class:`~beluga_workflows.executors.base.WorkflowState`, the shape
+every executor describes a run in, so the built-in engine and Temporal answer alike. Request
+bodies validate everything that can be checked before the executor is called and name the
+offending field; what only the engine can judge (a non-JSON value deep inside ``input``) is
+mapped back to its field by the views.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rest_framework import serializers
+
+from .. import registry
+from ..history import EventType
+from ..options import Status
+
+STATUS_CHOICES = [s.value for s in Status]
+
+
+class RunSerializer(serializers.Serializer):
+    """A run; ``id`` is the workflow id, ``run_id`` tells apart runs that reused it."""
+
+    id = serializers.CharField(source="workflow_id", read_only=True)
+    run_id = serializers.UUIDField(read_only=True)
+    workflow = serializers.CharField(read_only=True, help_text="The workflow's public name.")
+    status = serializers.ChoiceField(choices=STATUS_CHOICES, read_only=True)
+    input = serializers.JSONField(read_only=True, allow_null=True)
+    result = serializers.JSONField(
+        read_only=True, allow_null=True, help_text="The return value once completed."
+    )
+    error = serializers.JSONField(
+        read_only=True,
+        allow_null=True,
+        help_text="Why the run failed or timed out: an object with at least `type` and "
+        "`message`.",
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    waiting_for = serializers.CharField(
+        read_only=True,
+        help_text="What a running run is blocked on: `signal:<name>`, `activity:<name>` or "
+        "`timer:<name>`; empty when not waiting.",
+    )
+    waiting_since = serializers.DateTimeField(read_only=True, allow_null=True)
+    waiting_deadline = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the current wait times out, if ever."
+    )
+
+
+class StartSerializer(serializers.Serializer):
+    """Body of ``POST /workflows/``. Only registered public names can be started."""
+
+    workflow = serializers.ChoiceField(
+        choices=[],
+        help_text="The public name given with `@workflow.defn(name=...)`; never an import path.",
+    )
+    id = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=255,
+        help_text="The workflow id; a UUID is chosen when empty. Must not be running already.",
+    )
+    input = serializers.JSONField(
+        required=False, allow_null=True, default=None, help_text="Any JSON value."
+    )
+    timeout = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="Seconds the whole run may take before it times out; none by default.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Read the registry per request: workflow modules may register after import time.
+        names = registry.public_names()
+        field = self.fields["workflow"]
+        field.choices = names
+        field.error_messages["invalid_choice"] = (
+            f'"{{input}}" is not a registered workflow. Registered workflows: '
+            f"{', '.join(names) or 'none'}."
+        )
+
+    def validate_timeout(self, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value <= 0):
+            raise serializers.ValidationError("Must be a positive number of seconds.")
+        return value
+
+
+class SignalSerializer(serializers.Serializer):
+    """Body of ``POST /workflows/{id}/signal/``; the sender is the authenticated user."""
+
+    name = serializers.CharField(max_length=255, help_text="The signal name, e.g. `approval`.")
+    payload = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Any JSON value; `approval` takes `true` (approve) or `false` (reject).",
+    )
+
+
+class EventSerializer(serializers.Serializer):
+    """One history event, from :class:`~beluga_workflows.history.HistoryEvent`."""
+
+    sequence = serializers.IntegerField(read_only=True, help_text="1, 2, 3… in order.")
+    type = serializers.ChoiceField(choices=[t.value for t in EventType], read_only=True)
+    timestamp = serializers.DateTimeField(read_only=True)
+    step = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="The workflow step (activity, timer or signal wait) the event belongs to.",
+    )
+    name = serializers.CharField(
+        read_only=True, help_text="Activity, timer, signal or workflow name."
+    )
+    attempt = serializers.IntegerField(read_only=True, help_text="Activity attempt, from 1.")
+    details = serializers.JSONField(
+        source="data",
+        read_only=True,
+        help_text="Per type: `input`/`result`/`error` of activities, `payload` and `sender` of "
+        "signals, `duration`/`deadline` of waits.",
+    )
+
+
+class QueryResultSerializer(serializers.Serializer):
+    result = serializers.JSONField(allow_null=True, help_text="The query handler's answer.")
+
+
+class ApprovalSerializer(serializers.Serializer):
+    """A run that is waiting for a signal, read from the run table."""
+
+    id = serializers.CharField(source="workflow_id", read_only=True)
+    run_id = serializers.UUIDField(read_only=True)
+    workflow = serializers.CharField(source="workflow_name", read_only=True)
+    signal = serializers.SerializerMethodField(help_text="The signal name the run waits for.")
+    since = serializers.DateTimeField(source="waiting_since", read_only=True, allow_null=True)
+    deadline = serializers.DateTimeField(
+        source="waiting_deadline",
+        read_only=True,
+        allow_null=True,
+        help_text="When the wait times out (the workflow then gets a SignalTimeoutError).",
+    )
+    input = serializers.JSONField(read_only=True, allow_null=True)
+
+    def get_signal(self, run: Any) -> str:
+        return str(run.waiting_for).removeprefix("signal:")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of 401, 403, 404 and 409 answers."""
+
+    detail = serializers.CharField(help_text="What went wrong and what to do about it.")

@@ -1,0 +1,259 @@
+"""The built-in engine end to end: a real PostgreSQL, a real broker, `runworker` subprocesses."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from beluga_workflows import workflow
+from beluga_workflows.models import WorkflowEvent, WorkflowRun
+from project.demo.workflows import research_workflow
+from tests import workflows_engine as wf
+from tests.harness import run_count, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def executor():
+    return workflow.new("default")
+
+
+def start(executor, fn, input=None, **options):
+    return executor.execute(fn, workflow.WorkflowOptions(input=input, **options))
+
+
+def event_types(executor, workflow_id):
+    return [e.type.value for e in executor.history(workflow_id)]
+
+
+def wait_for(executor, workflow_id, waiting_for, timeout=20):
+    return wait_until(
+        lambda: executor.describe(workflow_id).waiting_for == waiting_for,
+        timeout,
+        message=f"{workflow_id} waiting for {waiting_for}",
+    )
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("payload, expected", [(True, "Final Report"), (False, "rejected")])
+def test_tutorial_waits_for_approval_then_finishes(worker, executor, payload, expected):
+    handle = start(executor, research_workflow, "Q4 revenue analysis", timeout=timedelta(hours=48))
+    wait_for(executor, handle.id, "signal:approval")
+    assert handle.status() is workflow.Status.RUNNING
+    assert executor.query(handle.id, "status") == "running"
+    executor.signal(handle.id, workflow.Signal("approval", payload, sender="reviewer"))
+    assert expected in handle.result(timeout=20)
+    assert handle.status() is workflow.Status.COMPLETED
+    received = [e for e in executor.history(handle.id) if e.type.value == "SignalReceived"]
+    assert received[0].data == {"payload": payload, "sender": "reviewer"}
+
+
+@pytest.mark.core
+def test_activity_is_retried_with_backoff_until_it_succeeds(worker, executor, counter_dir):
+    handle = start(executor, wf.retrying, {"max_attempts": 3, "fail_times": 2})
+    assert handle.result(timeout=20) == "ok on attempt 3"
+    assert run_count(counter_dir, "flaky") == 3
+    types = event_types(executor, handle.id)
+    assert types.count("ActivityAttemptFailed") == 2 and "ActivityFailed" not in types
+
+
+def test_exhausted_retries_reach_the_workflow_as_activity_error(worker, executor, counter_dir):
+    handle = start(executor, wf.retrying, {"max_attempts": 2, "fail_times": 5})
+    assert handle.result(timeout=20) == {"failed": "ConnectionError", "attempts": 2}
+    assert run_count(counter_dir, "flaky") == 2
+
+
+def test_non_retryable_error_fails_at_once_and_the_run_keeps_the_error(worker, executor, counter_dir):
+    handle = start(executor, wf.non_retryable, "missing")
+    with pytest.raises(workflow.WorkflowFailedError) as failure:
+        handle.result(timeout=20)
+    cause = failure.value.cause
+    assert isinstance(cause, workflow.ActivityError)
+    assert (cause.cause_type, cause.attempts) == ("KeyError", 1)
+    assert run_count(counter_dir, "lookup") == 1
+    run = WorkflowRun.objects.get(run_id=handle.run_id)
+    assert run.status == "failed" and run.error["cause_type"] == "KeyError"
+
+
+def test_activity_timeout_is_enforced_per_attempt(worker, executor, counter_dir):
+    began = time.monotonic()
+    handle = start(executor, wf.activity_timeout, 30)
+    with pytest.raises(workflow.WorkflowFailedError) as failure:
+        handle.result(timeout=25)
+    assert failure.value.cause.cause_type == "ActivityTimeoutError"
+    assert time.monotonic() - began < 15
+    assert run_count(counter_dir, "slow") == 2
+
+
+@pytest.mark.core
+def test_durable_sleep(worker, executor):
+    handle = start(executor, wf.sleeper, 1)
+    assert handle.result(timeout=20) >= 1
+
+
+def test_signals_sent_before_the_wait_are_kept_in_order(worker, executor):
+    handle = start(executor, wf.collect, 3)
+    for item in ("a", "b", "c"):
+        executor.signal(handle.id, workflow.Signal("item", item))
+    assert handle.result(timeout=20) == ["a", "b", "c"]
+
+
+def test_signal_wait_times_out(worker, executor):
+    handle = start(executor, wf.wait_with_timeout, 1)
+    assert handle.result(timeout=20) == "timed out: approval"
+    assert "TimerFired" in event_types(executor, handle.id)
+
+
+def test_cancel_reaches_the_current_wait_and_cleanup_runs(worker, executor, counter_dir):
+    handle = start(executor, wf.cancellable)
+    wait_for(executor, handle.id, "signal:never")
+    executor.cancel(handle.id, sender="ops")
+    with pytest.raises(workflow.WorkflowCanceledError):
+        handle.result(timeout=20)
+    assert handle.status() is workflow.Status.CANCELED
+    assert run_count(counter_dir, "cleanup") == 1
+    types = event_types(executor, handle.id)
+    assert types[-1] == "WorkflowCanceled" and "CancelRequested" in types
+    with pytest.raises(workflow.WorkflowClosedError, match="already finished"):
+        executor.cancel(handle.id)
+
+
+def test_workflow_timeout(worker, executor):
+    handle = start(executor, wf.wait_with_timeout, 600, timeout=1)
+    with pytest.raises(workflow.WorkflowTimeoutError):
+        handle.result(timeout=20)
+    assert handle.status() is workflow.Status.TIMED_OUT
+
+
+def test_workflow_failure_is_kept_with_its_cause(worker, executor):
+    handle = start(executor, wf.fails, "bad input")
+    with pytest.raises(workflow.WorkflowFailedError) as failure:
+        handle.result(timeout=20)
+    assert isinstance(failure.value.cause, workflow.ApplicationError)
+    assert failure.value.cause.type_name == "ValueError"
+    assert failure.value.cause.message == "bad input"
+
+
+def test_queries_builtin_and_custom(worker, executor):
+    handle = start(executor, wf.with_queries)
+    wait_for(executor, handle.id, "signal:value")
+    assert executor.query(handle.id, "progress") == {"stage": "started", "values": []}
+    executor.signal(handle.id, workflow.Signal("value", 1))
+    wait_until(lambda: executor.query(handle.id, "progress")["values"] == [1])
+    assert executor.query(handle.id, "progress")["stage"] == "got 1"
+    with pytest.raises(workflow.QueryError, match="progress"):
+        executor.query(handle.id, "nope")
+    executor.signal(handle.id, workflow.Signal("value", "stop"))
+    assert handle.result(timeout=20) == [1, "stop"]
+    assert executor.query(handle.id, "result") == [1, "stop"]
+    history = executor.query(handle.id, "history")
+    assert history[0]["type"] == "WorkflowStarted" and history[-1]["type"] == "WorkflowCompleted"
+
+
+@pytest.mark.core
+def test_bad_calls_get_clear_errors(executor):
+    with pytest.raises(workflow.InvalidPayloadError, match=r"\$\.when"):
+        start(executor, wf.sleeper, {"when": object()})
+    handle = start(executor, wf.collect, 1, id="dup")
+    with pytest.raises(workflow.WorkflowAlreadyStartedError):
+        start(executor, wf.collect, 1, id="dup")
+    with pytest.raises(workflow.InvalidPayloadError):
+        executor.signal("dup", workflow.Signal("item", {1, 2}))
+    with pytest.raises(workflow.WorkflowNotFoundError):
+        executor.signal("no-such-run", workflow.Signal("item", 1))
+    with pytest.raises(workflow.ExecutorNotFoundError, match="default, temporal"):
+        workflow.new("nope")
+    assert workflow.list() == ["default", "temporal"]
+    assert handle.id == "dup" and len(handle.run_id) == 36
+
+
+def test_finished_id_can_run_again_and_signals_to_it_are_refused(worker, executor):
+    first = start(executor, wf.collect, 1, id="again")
+    executor.signal("again", workflow.Signal("item", "x"))
+    assert first.result(timeout=20) == ["x"]
+    with pytest.raises(workflow.WorkflowClosedError):
+        executor.signal("again", workflow.Signal("item", "late"))
+    second = start(executor, wf.collect, 1, id="again")
+    assert second.run_id != first.run_id
+
+
+# -- durability ------------------------------------------------------------------------------
+
+
+def completed_steps(run_id):
+    return set(
+        WorkflowEvent.objects.filter(run__run_id=run_id, type="ActivityCompleted").values_list(
+            "step", flat=True
+        )
+    )
+
+
+@pytest.mark.core
+def test_kill9_mid_run_loses_nothing_and_reruns_no_finished_activity(worker, executor, counter_dir):
+    n = 6
+    handle = start(executor, wf.chain, {"n": n, "delay": 0.4})
+    wait_until(lambda: run_count(counter_dir, "done-2") == 1, 30, message="three activities")
+    worker.kill9()
+    finished_before_kill = completed_steps(handle.run_id)
+    assert finished_before_kill
+    worker.start().wait_ready()
+    assert handle.result(timeout=60) == sum(i * 10 for i in range(n))
+    for i in finished_before_kill:
+        assert run_count(counter_dir, f"start-{i}") == 1, f"activity {i} ran again"
+    extra = sum(run_count(counter_dir, f"start-{i}") for i in range(n)) - n
+    assert extra <= 1  # only the attempt in flight at the kill may run again
+    sequences = list(
+        WorkflowEvent.objects.filter(run__run_id=handle.run_id).values_list("sequence", flat=True)
+    )
+    assert sequences == list(range(1, len(sequences) + 1))
+
+
+def test_kill9_while_sleeping_then_the_timer_still_fires(worker, executor):
+    handle = start(executor, wf.sleeper, 2)
+    wait_for(executor, handle.id, "timer:sleep")
+    worker.kill9()
+    time.sleep(2.5)  # the timer is due while no worker runs
+    worker.start().wait_ready()
+    assert handle.result(timeout=30) >= 2
+
+
+def test_duplicate_messages_never_duplicate_events(worker, executor, counter_dir):
+    from beluga_workflows import tasks
+    from beluga_workflows.models import ActivityTask
+
+    handle = start(executor, wf.chain, {"n": 2})
+    assert handle.result(timeout=20) == 10
+    before = list(WorkflowEvent.objects.filter(run__run_id=handle.run_id).values_list("pk"))
+    run = WorkflowRun.objects.get(run_id=handle.run_id)
+    for task in ActivityTask.objects.filter(run=run):  # what a redelivery would do
+        tasks.run_activity(task.pk, 1)
+    tasks.advance_workflow(run.pk)
+    after = list(WorkflowEvent.objects.filter(run__run_id=handle.run_id).values_list("pk"))
+    assert before == after
+    assert run_count(counter_dir, "start-0") == run_count(counter_dir, "start-1") == 1
+
+
+def test_several_workers_share_runs_without_double_execution(worker_factory, executor, counter_dir):
+    worker_factory(concurrency=2)
+    worker_factory(concurrency=2)
+    handles = [start(executor, wf.chain, {"n": 3}) for _ in range(8)]
+    for handle in handles:
+        assert handle.result(timeout=60) == 30
+    for i in range(3):
+        assert run_count(counter_dir, f"start-{i}") == 8
+
+
+def test_a_run_started_while_no_worker_runs_waits_for_one(worker_factory, executor):
+    process = worker_factory(start=False)
+    handle = start(executor, wf.chain, {"n": 2})
+    time.sleep(0.5)
+    assert handle.status() is workflow.Status.RUNNING
+    process.start().wait_ready()
+    assert handle.result(timeout=30) == 10
+
+
+def test_sigterm_stops_the_worker_cleanly(worker):
+    assert worker.stop(timeout=30) == 0

@@ -1,0 +1,131 @@
+"""Workflows and activities used by the engine tests; imported by the worker subprocess too.
+
+Activities count their real executions with ``harness.record_run`` (files outside the engine),
+so tests can prove what ran once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from beluga_workflows import workflow
+from tests import harness
+
+
+def step(ctx: workflow.ActivityContext, data):
+    harness.record_run(f"start-{data['i']}")
+    time.sleep(data.get("delay", 0))
+    harness.record_run(f"done-{data['i']}")
+    return data["i"] * 10
+
+
+@workflow.defn(name="engine_chain")
+def chain(ctx: workflow.WorkflowContext, spec):
+    total = 0
+    for i in range(spec["n"]):
+        total += ctx.execute_activity(step, {"i": i, "delay": spec.get("delay", 0)})
+    return total
+
+
+def flaky(ctx, fail_times):
+    harness.record_run("flaky")
+    if ctx.attempt <= fail_times:
+        raise ConnectionError(f"attempt {ctx.attempt} failed")
+    return f"ok on attempt {ctx.attempt}"
+
+
+@workflow.defn(name="engine_retry")
+def retrying(ctx, spec):
+    policy = workflow.RetryPolicy(
+        max_attempts=spec["max_attempts"],
+        initial_interval=timedelta(milliseconds=50),
+        non_retryable_errors=(KeyError,),
+    )
+    try:
+        return ctx.execute_activity(flaky, spec["fail_times"], workflow.with_activity_retry(policy))
+    except workflow.ActivityError as exc:
+        return {"failed": exc.cause_type, "attempts": exc.attempts}
+
+
+def lookup(ctx, key):
+    harness.record_run("lookup")
+    return {}[key]
+
+
+@workflow.defn(name="engine_non_retryable")
+def non_retryable(ctx, key):
+    policy = workflow.RetryPolicy(max_attempts=5, non_retryable_errors=(KeyError,))
+    return ctx.execute_activity(lookup, key, workflow.with_activity_retry(policy))
+
+
+def slow(ctx, seconds):
+    harness.record_run("slow")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.is_cancelled():
+        time.sleep(0.05)
+    return "finished"
+
+
+@workflow.defn(name="engine_timeout")
+def activity_timeout(ctx, seconds):
+    return ctx.execute_activity(
+        slow,
+        seconds,
+        workflow.with_activity_timeout(timedelta(seconds=1)),
+        workflow.with_activity_retry(workflow.RetryPolicy(max_attempts=2)),
+    )
+
+
+@workflow.defn(name="engine_sleep")
+def sleeper(ctx, seconds):
+    started = ctx.now()
+    ctx.sleep(seconds)
+    return (ctx.now() - started).total_seconds()
+
+
+@workflow.defn(name="engine_collect")
+def collect(ctx, count):
+    items = []
+    for payload in ctx.receive_signal("item"):
+        items.append(payload)
+        if len(items) == count:
+            return items
+
+
+def cleanup(ctx, reason):
+    harness.record_run("cleanup")
+    return f"cleaned up after {reason}"
+
+
+@workflow.defn(name="engine_cancellable")
+def cancellable(ctx, _):
+    try:
+        ctx.wait_for_signal("never")
+    except workflow.WorkflowCanceledError:
+        ctx.execute_activity(cleanup, "cancel")
+        raise
+
+
+@workflow.defn(name="engine_wait")
+def wait_with_timeout(ctx, seconds):
+    try:
+        return ctx.wait_for_signal("approval", timedelta(seconds=seconds)).payload
+    except workflow.SignalTimeoutError as exc:
+        return f"timed out: {exc.signal_name}"
+
+
+@workflow.defn(name="engine_queries")
+def with_queries(ctx, _):
+    progress = {"stage": "started", "values": []}
+    ctx.set_query_handler("progress", lambda: progress)
+    for payload in ctx.receive_signal("value"):
+        progress["values"].append(payload)
+        progress["stage"] = f"got {len(progress['values'])}"
+        if payload == "stop":
+            return progress["values"]
+
+
+@workflow.defn(name="engine_fails")
+def fails(ctx, message):
+    raise ValueError(message)
