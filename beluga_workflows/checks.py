@@ -29,7 +29,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     if executor not in executors.list_executors():
         errors.append(
             Error(
-                f"BELUGA_WORKFLOWS['EXECUTOR'] is {executor!r}, which is not a registered executor.",
+                f"BELUGA_WORKFLOWS['EXECUTOR'] is {executor!r}, not a registered executor.",
                 hint=f"Use one of: {', '.join(executors.list_executors())}.",
                 id="beluga_workflows.E002",
             )
@@ -39,7 +39,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             errors.append(
                 Error(
-                    f"BELUGA_WORKFLOWS['{key}'] must be a positive number of seconds, not {value!r}.",
+                    f"BELUGA_WORKFLOWS['{key}'] must be a positive number of seconds, "
+                    f"not {value!r}.",
                     hint=f"The default is {DEFAULTS[key]}.",
                     id="beluga_workflows.E003",
                 )

@@ -13,7 +13,11 @@ from django.core.signals import setting_changed
 DEFAULTS: dict[str, Any] = {
     # "default" (built-in engine on Celery + PostgreSQL) or "temporal".
     "EXECUTOR": "default",
-    "TEMPORAL": {"HOST": "localhost:7233", "NAMESPACE": "default", "TASK_QUEUE": "beluga-workflows"},
+    "TEMPORAL": {
+        "HOST": "localhost:7233",
+        "NAMESPACE": "default",
+        "TASK_QUEUE": "beluga-workflows",
+    },
     # Celery queues used by the built-in engine.
     "WORKFLOW_QUEUE": "beluga_workflows",
     "ACTIVITY_QUEUE": "beluga_activities",

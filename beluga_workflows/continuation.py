@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .interpreter import Decision, Machine, RunInfo, Suspend, call_workflow
 from .history import HistoryEvent
+from .interpreter import Decision, Machine, RunInfo, Suspend, call_workflow
 
 _CLOSE = object()
 
@@ -83,7 +83,9 @@ class Continuation:
             self._to_driver.put(decision)
 
     def _park(self) -> None:
-        self._to_driver.put(Decision(commands=list(self.machine.commands), waiting=self.machine.waiting))
+        self._to_driver.put(
+            Decision(commands=list(self.machine.commands), waiting=self.machine.waiting)
+        )
         item = self._to_workflow.get()
         if item is _CLOSE:
             self.machine.stopped = True

@@ -93,7 +93,8 @@ class ActivityError(WorkflowError):
         self.cause_message = cause_message
         self.step = step
         super().__init__(
-            f"Activity {activity!r} failed after {attempts} attempt(s): {cause_type}: {cause_message}"
+            f"Activity {activity!r} failed after {attempts} attempt(s): "
+            f"{cause_type}: {cause_message}"
         )
 
     @property
@@ -109,9 +110,7 @@ class SignalTimeoutError(WorkflowError):
     def __init__(self, signal_name: str, timeout_seconds: float | None) -> None:
         self.signal_name = signal_name
         self.timeout_seconds = timeout_seconds
-        super().__init__(
-            f"No {signal_name!r} signal arrived within {timeout_seconds or 0:g}s."
-        )
+        super().__init__(f"No {signal_name!r} signal arrived within {timeout_seconds or 0:g}s.")
 
 
 class NonDeterminismError(WorkflowError):

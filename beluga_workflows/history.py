@@ -15,7 +15,7 @@ from typing import Any
 from .options import ActivityOptions
 
 
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     WORKFLOW_STARTED = "WorkflowStarted"
     ACTIVITY_SCHEDULED = "ActivityScheduled"
     ACTIVITY_COMPLETED = "ActivityCompleted"
@@ -30,9 +30,6 @@ class EventType(str, enum.Enum):
     WORKFLOW_FAILED = "WorkflowFailed"
     WORKFLOW_CANCELED = "WorkflowCanceled"
     WORKFLOW_TIMED_OUT = "WorkflowTimedOut"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 #: Events that record a command of the workflow function (one per step).

@@ -112,7 +112,10 @@ def error_from_json(data: dict[str, Any]) -> WorkflowError:
     kind = data.get("type", "Error")
     if kind == "ActivityError":
         return ActivityError(
-            data["activity"], data["attempts"], data["cause_type"], data["cause_message"],
+            data["activity"],
+            data["attempts"],
+            data["cause_type"],
+            data["cause_message"],
             data.get("step", -1),
         )
     if kind == "NonDeterminismError":

@@ -124,9 +124,7 @@ class ActivityTask(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["run", "step"], name="beluga_activity_step")
-        ]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="beluga_activity_step")]
         indexes = [
             models.Index(
                 fields=["deadline"],
@@ -158,9 +156,7 @@ class Timer(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["fire_at"], condition=Q(state="pending"), name="beluga_timer_due"
-            )
+            models.Index(fields=["fire_at"], condition=Q(state="pending"), name="beluga_timer_due")
         ]
 
     def __str__(self) -> str:

@@ -31,15 +31,12 @@ def to_timedelta(value: Duration | None, what: str) -> timedelta | None:
     return delta
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_closed(self) -> bool:

@@ -68,9 +68,7 @@ def resolve_public(name: str) -> Callable[..., Any]:
     with _lock:
         fn = _by_name.get(name)
     if fn is None:
-        raise WorkflowNameError(
-            f"Unknown workflow {name!r}. Registered workflows: {', '.join(public_names()) or 'none'}."
-        )
+        raise WorkflowNameError(f"Unknown workflow {name!r}. Registered workflows: {_known()}.")
     return fn
 
 
@@ -87,9 +85,7 @@ def resolve(name: str, reference: str = "") -> Callable[..., Any]:
     if reference and reference != name:
         return resolve(reference)
     if ":" not in name:
-        raise WorkflowNameError(
-            f"Unknown workflow {name!r}. Registered workflows: {', '.join(public_names()) or 'none'}."
-        )
+        raise WorkflowNameError(f"Unknown workflow {name!r}. Registered workflows: {_known()}.")
     module_name, _, qualname = name.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -103,3 +99,7 @@ def resolve(name: str, reference: str = "") -> Callable[..., Any]:
 def display_name(ref: str) -> str:
     """``pkg.mod:func`` -> ``func`` for humans."""
     return ref.rpartition(":")[2] or ref
+
+
+def _known() -> str:
+    return ", ".join(public_names()) or "none"

@@ -27,7 +27,9 @@ class WorkflowStore(abc.ABC):
         """The running run with this id, else the latest; WorkflowNotFoundError if none."""
 
     @abc.abstractmethod
-    def list(self, status: Status | str | None = None, limit: int | None = None) -> list[WorkflowState]:
+    def list(
+        self, status: Status | str | None = None, limit: int | None = None
+    ) -> list[WorkflowState]:
         """Newest first."""
 
     @abc.abstractmethod
@@ -50,7 +52,9 @@ class InMemoryWorkflowStore(WorkflowStore):
             raise WorkflowNotFoundError(workflow_id)
         return state
 
-    def list(self, status: Status | str | None = None, limit: int | None = None) -> list[WorkflowState]:
+    def list(
+        self, status: Status | str | None = None, limit: int | None = None
+    ) -> list[WorkflowState]:
         with self._lock:
             states = list(self._states.values())[::-1]
         if status is not None:
@@ -66,11 +70,7 @@ class DjangoWorkflowStore(WorkflowStore):
     def save(self, state: WorkflowState) -> None:
         """Update the summary of an existing run (its history is the engine's to write)."""
         with transaction.atomic():
-            run = (
-                WorkflowRun.objects.select_for_update()
-                .filter(run_id=state.run_id)
-                .first()
-            )
+            run = WorkflowRun.objects.select_for_update().filter(run_id=state.run_id).first()
             if run is None:
                 raise WorkflowNotFoundError(state.workflow_id)
             run.status = state.status.value
@@ -84,7 +84,9 @@ class DjangoWorkflowStore(WorkflowStore):
 
         return run_state(latest_run(workflow_id))
 
-    def list(self, status: Status | str | None = None, limit: int | None = None) -> list[WorkflowState]:
+    def list(
+        self, status: Status | str | None = None, limit: int | None = None
+    ) -> list[WorkflowState]:
         from .executors.default import run_state
 
         runs = WorkflowRun.objects.order_by("-created_at", "-id")

@@ -8,7 +8,7 @@ load on first use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .activity import ActivityContext
 from .errors import (
@@ -45,6 +45,9 @@ from .options import (
     with_activity_timeout,
 )
 from .registry import defn
+
+if TYPE_CHECKING:  # loaded lazily below: they need Django models
+    from .stores import DjangoWorkflowStore, InMemoryWorkflowStore, WorkflowStore
 
 #: ``workflow.list()`` -> the registered executor names, as in the Beluga registry.
 list = list_executors  # noqa: A001

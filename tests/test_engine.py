@@ -66,7 +66,9 @@ def test_exhausted_retries_reach_the_workflow_as_activity_error(worker, executor
     assert run_count(counter_dir, "flaky") == 2
 
 
-def test_non_retryable_error_fails_at_once_and_the_run_keeps_the_error(worker, executor, counter_dir):
+def test_non_retryable_error_fails_at_once_and_the_run_keeps_the_error(
+    worker, executor, counter_dir
+):
     handle = start(executor, wf.non_retryable, "missing")
     with pytest.raises(workflow.WorkflowFailedError) as failure:
         handle.result(timeout=20)
@@ -257,3 +259,23 @@ def test_a_run_started_while_no_worker_runs_waits_for_one(worker_factory, execut
 
 def test_sigterm_stops_the_worker_cleanly(worker):
     assert worker.stop(timeout=30) == 0
+
+
+def write_transactions_so_far():
+    """PostgreSQL hands out a transaction id only to transactions that write."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.core
+def test_a_run_of_n_activities_takes_at_most_n_plus_2_write_transactions(worker, executor):
+    n = 10
+    executor.execute(wf.chain, workflow.WorkflowOptions(input={"n": 1})).result(timeout=20)
+    before = write_transactions_so_far()
+    handle = start(executor, wf.chain, {"n": n})
+    assert handle.result(timeout=30) == sum(i * 10 for i in range(n))
+    # The xid counter is cluster-wide: this holds when nothing else writes meanwhile (as in CI).
+    assert write_transactions_so_far() - before <= n + 2

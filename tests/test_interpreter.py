@@ -93,12 +93,16 @@ def test_signal_wait_race_is_decided_by_history_order():
     base.add(EventType.SIGNAL_WAIT_STARTED, step=1, name="approval")
     timer_first = list(base.events)
     timer_first.append(HistoryEvent(5, EventType.TIMER_FIRED, T0, 1))
-    timer_first.append(HistoryEvent(6, EventType.SIGNAL_RECEIVED, T0, None, "approval", 0, {"payload": True}))
+    timer_first.append(
+        HistoryEvent(6, EventType.SIGNAL_RECEIVED, T0, None, "approval", 0, {"payload": True})
+    )
     decision = run(two_steps, timer_first)
     assert decision.done and isinstance(decision.error, workflow.SignalTimeoutError)
 
     signal_first = list(base.events)
-    signal_first.append(HistoryEvent(5, EventType.SIGNAL_RECEIVED, T0, None, "approval", 0, {"payload": True}))
+    signal_first.append(
+        HistoryEvent(5, EventType.SIGNAL_RECEIVED, T0, None, "approval", 0, {"payload": True})
+    )
     signal_first.append(HistoryEvent(6, EventType.TIMER_FIRED, T0, 1))
     decision = run(two_steps, signal_first)
     assert not decision.done and decision.commands[0].name == "publish"
@@ -155,8 +159,13 @@ def failing_activity_workflow(ctx, _):
 def test_final_activity_failure_reaches_the_workflow_as_activity_error():
     h = History().add(EventType.ACTIVITY_SCHEDULED, step=0, name="fetch", attempt=1)
     h.add(EventType.ACTIVITY_ATTEMPT_FAILED, step=0, name="fetch", attempt=1, error={"type": "E"})
-    h.add(EventType.ACTIVITY_FAILED, step=0, name="fetch", attempt=2,
-          error={"type": "ValueError", "message": "boom"})
+    h.add(
+        EventType.ACTIVITY_FAILED,
+        step=0,
+        name="fetch",
+        attempt=2,
+        error={"type": "ValueError", "message": "boom"},
+    )
     decision = run(failing_activity_workflow, h.events)
     error = decision.error
     assert isinstance(error, workflow.ActivityError)

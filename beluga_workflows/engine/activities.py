@@ -70,7 +70,9 @@ def run_attempt(task_pk: int, attempt: int) -> None:
             return
         now = timezone.now()
         if task.deadline <= now:
-            timeout = ActivityTimeoutError(f"Attempt {attempt} of {task.name!r} was not started in time.")
+            timeout = ActivityTimeoutError(
+                f"Attempt {attempt} of {task.name!r} was not started in time."
+            )
             steps.finish_activity(task_pk, attempt, error=error_info(timeout))
             return
         outcome = _execute(task, (task.deadline - now).total_seconds())

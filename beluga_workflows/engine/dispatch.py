@@ -23,7 +23,9 @@ def _send(task_name: str, args: tuple[Any, ...], queue: str, countdown: float | 
     try:
         task.apply_async(args, queue=queue, countdown=countdown)
     except Exception:  # the broker is down: the sweeper will send it later
-        logger.warning("Could not send %s%r to the broker; will retry", task_name, args, exc_info=True)
+        logger.warning(
+            "Could not send %s%r to the broker; will retry", task_name, args, exc_info=True
+        )
 
 
 def advance(run_pk: int) -> None:

@@ -29,9 +29,7 @@ _cache: OrderedDict[int, Continuation] = OrderedDict()
 _pending: dict[int, Continuation] = {}
 
 
-def decide(
-    run: WorkflowRun, fn: Callable[..., Any], info: RunInfo, appender: Appender
-) -> Decision:
+def decide(run: WorkflowRun, fn: Callable[..., Any], info: RunInfo, appender: Appender) -> Decision:
     size = beluga_settings.CACHE_SIZE
     if not size:
         return Replayer(fn, info).run(load_history(run.pk))

@@ -109,7 +109,13 @@ def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
     runners.note(run.pk, appender.added[first_new:])
     if decision.done:
         if decision.error is None:
-            _close(run, appender, Status.COMPLETED, EventType.WORKFLOW_COMPLETED, result=decision.result)
+            _close(
+                run,
+                appender,
+                Status.COMPLETED,
+                EventType.WORKFLOW_COMPLETED,
+                result=decision.result,
+            )
         elif decision.canceled:
             _close(run, appender, Status.CANCELED, EventType.WORKFLOW_CANCELED)
         else:
@@ -252,7 +258,8 @@ def fire_timer(timer_pk: int) -> bool:
     if timer is None:
         return False
     with transaction.atomic():
-        run = lock_run(timer.run_id)
+        # Skip a run another worker is advancing: the timer stays due for the next sweep.
+        run = lock_run(timer.run_id, skip_locked=True)
         timer = Timer.objects.filter(pk=timer_pk, state=Timer.State.PENDING).first()
         if run is None or timer is None:
             return False

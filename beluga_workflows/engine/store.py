@@ -20,8 +20,9 @@ from ..models import WorkflowEvent, WorkflowRun
 from ..options import Status
 
 
-def lock_run(pk: int) -> WorkflowRun | None:
-    return WorkflowRun.objects.select_for_update().filter(pk=pk).first()
+def lock_run(pk: int, skip_locked: bool = False) -> WorkflowRun | None:
+    """Lock a run's row; with ``skip_locked`` return None if someone else holds it."""
+    return WorkflowRun.objects.select_for_update(skip_locked=skip_locked).filter(pk=pk).first()
 
 
 def lock_running(workflow_id: str, action: str) -> WorkflowRun:
@@ -39,11 +40,7 @@ def lock_running(workflow_id: str, action: str) -> WorkflowRun:
 
 def latest_run(workflow_id: str) -> WorkflowRun:
     """The running run with this id, else the most recent one."""
-    run = (
-        WorkflowRun.objects.filter(workflow_id=workflow_id)
-        .order_by("-created_at", "-id")
-        .first()
-    )
+    run = WorkflowRun.objects.filter(workflow_id=workflow_id).order_by("-created_at", "-id").first()
     running = WorkflowRun.objects.filter(
         workflow_id=workflow_id, status=Status.RUNNING.value
     ).first()

@@ -78,7 +78,9 @@ class DefaultHandle(WorkflowHandle):
                 return run.result
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeoutError(self._id, timeout)
-            time.sleep(delay if deadline is None else min(delay, max(0, deadline - time.monotonic())))
+            time.sleep(
+                delay if deadline is None else min(delay, max(0, deadline - time.monotonic()))
+            )
             delay = min(delay * 1.5, 0.5)
 
     def __repr__(self) -> str:
@@ -119,7 +121,9 @@ class DefaultExecutor(DurableExecutor):
         if query_type == "history":
             return [event.to_json() for event in load_history(run.pk)]
         fn = registry.resolve(run.workflow_name, run.workflow_reference)
-        replayer = Replayer(fn, RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input))
+        replayer = Replayer(
+            fn, RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input)
+        )
         replayer.run(load_history(run.pk))
         return run_query(replayer.machine, query_type)
 

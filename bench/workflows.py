@@ -1,0 +1,22 @@
+"""Workflows the benchmarks run (imported by the benchmark's worker too)."""
+
+from __future__ import annotations
+
+from beluga_workflows import workflow
+
+
+def increment(ctx: workflow.ActivityContext, value: int) -> int:
+    return value + 1
+
+
+@workflow.defn(name="bench_chain")
+def chain(ctx: workflow.WorkflowContext, n: int) -> int:
+    value = 0
+    for _ in range(n):
+        value = ctx.execute_activity(increment, value)
+    return value
+
+
+@workflow.defn(name="bench_parked")
+def parked(ctx: workflow.WorkflowContext, _: object) -> object:
+    return ctx.wait_for_signal("go").payload
