@@ -279,3 +279,14 @@ def test_a_run_of_n_activities_takes_at_most_n_plus_2_write_transactions(worker,
     assert handle.result(timeout=30) == sum(i * 10 for i in range(n))
     # The xid counter is cluster-wide: this holds when nothing else writes meanwhile (as in CI).
     assert write_transactions_so_far() - before <= n + 2
+
+
+def test_a_signal_retires_its_timeout_but_not_the_next_waits(worker, executor):
+    from beluga_workflows.models import Timer
+
+    handle = start(executor, wf.two_waits, 1)
+    wait_for(executor, handle.id, "signal:first")
+    executor.signal(handle.id, workflow.Signal("first", "a"))
+    assert handle.result(timeout=20) == ["a", "timed out"]
+    states = dict(Timer.objects.filter(run__run_id=handle.run_id).values_list("step", "state"))
+    assert states == {0: "canceled", 1: "fired"}

@@ -129,3 +129,13 @@ def with_queries(ctx, _):
 @workflow.defn(name="engine_fails")
 def fails(ctx, message):
     raise ValueError(message)
+
+
+@workflow.defn(name="engine_two_waits")
+def two_waits(ctx, seconds):
+    first = ctx.wait_for_signal("first", timedelta(seconds=60)).payload
+    try:
+        second = ctx.wait_for_signal("second", timedelta(seconds=seconds)).payload
+    except workflow.SignalTimeoutError:
+        second = "timed out"
+    return [first, second]

@@ -107,6 +107,11 @@ def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
                     run=run, step=command.step, kind=Timer.Kind.SIGNAL_TIMEOUT, fire_at=deadline
                 )
     runners.note(run.pk, appender.added[first_new:])
+    if run.waiting_for.startswith("signal:") and (decision.commands or decision.done):
+        # The signal arrived: the wait's timeout timer has nothing left to do.
+        Timer.objects.filter(
+            run=run, state=Timer.State.PENDING, kind=Timer.Kind.SIGNAL_TIMEOUT
+        ).exclude(step__in=[c.step for c in decision.commands]).update(state=Timer.State.CANCELED)
     if decision.done:
         if decision.error is None:
             _close(
