@@ -40,7 +40,7 @@ def write_xid() -> int:
         return int(cursor.fetchone()[0])
 
 
-def start_worker(cache_size: int) -> subprocess.Popen[bytes]:
+def start_worker(cache_size: int, pool: str = "threads") -> subprocess.Popen[bytes]:
     from django.conf import settings
 
     env = {
@@ -53,7 +53,7 @@ def start_worker(cache_size: int) -> subprocess.Popen[bytes]:
     }
     log = open(ROOT / ".data" / f"bench-worker-{cache_size}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runworker", "--concurrency", "1", "-l", "WARNING"],
+        [sys.executable, "manage.py", "runworker", "--concurrency", "1", "--pool", pool, "-l", "WARNING"],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -70,12 +70,12 @@ def start_worker(cache_size: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def measure(steps: int, cache_size: int) -> dict[str, float]:
+def measure(steps: int, cache_size: int, pool: str = "threads") -> dict[str, float]:
     from beluga_workflows import workflow
     from beluga_workflows.models import WorkflowEvent
     from bench.workflows import chain
 
-    worker = start_worker(cache_size)
+    worker = start_worker(cache_size, pool)
     try:
         executor = workflow.new("default")
         before = write_xid()
@@ -108,9 +108,10 @@ def measure(steps: int, cache_size: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--pool", default="threads", choices=["threads", "solo", "prefork"])
     args = parser.parse_args()
     setup_django()
-    rows = [measure(args.steps, 256), measure(args.steps, 0)]
+    rows = [measure(args.steps, 256, args.pool), measure(args.steps, 0, args.pool)]
     print(f"{args.steps}-activity workflow, one runworker (concurrency 1)")
     print("cache   total s   first-100 ms/step   last-100 ms/step   last/first   write txns")
     for r in rows:

@@ -26,7 +26,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 
-class Operation(str, enum.Enum):
+class Operation(enum.StrEnum):
     VIEW = "view"
     START = "start"
     SIGNAL = "signal"

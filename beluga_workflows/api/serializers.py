@@ -35,8 +35,7 @@ class RunSerializer(serializers.Serializer):
     error = serializers.JSONField(
         read_only=True,
         allow_null=True,
-        help_text="Why the run failed or timed out: an object with at least `type` and "
-        "`message`.",
+        help_text="Why the run failed or timed out: an object with at least `type` and `message`.",
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)

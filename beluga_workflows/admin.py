@@ -1,0 +1,325 @@
+"""The Django admin for workflow runs: inspect, approve or reject, cancel.
+
+Runs are read-only here: rows are the engine's to write. Approve / Reject (the ``approval``
+signal with ``true`` / ``false``) and Cancel go through ``get_executor()``, are checked with the
+same permission rules as the REST API (:mod:`beluga_workflows.api.permissions`), record the
+admin user as the sender, and are confirmed with a message. They exist as buttons on a run's
+page and on the pending-approvals page, and as bulk actions on the list.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+)
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from . import timeline
+from .api.permissions import Operation, allowed, require, sender_name
+from .engine.store import to_event
+from .errors import WorkflowError
+from .executors import get_executor
+from .models import WorkflowRun
+from .options import Signal, Status
+
+APPROVAL = "approval"
+WAITING_FOR_APPROVAL = f"signal:{APPROVAL}"
+
+
+class WaitingFilter(admin.SimpleListFilter):
+    title = "waiting for"
+    parameter_name = "waiting"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("approval", "approval"),
+            ("signal", "any signal"),
+            ("activity", "an activity"),
+            ("timer", "a timer"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> Any:
+        value = self.value()
+        if not value:
+            return queryset
+        running = queryset.filter(status=Status.RUNNING.value)
+        if value == "approval":
+            return running.filter(waiting_for=WAITING_FOR_APPROVAL)
+        return running.filter(waiting_for__startswith=f"{value}:")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _when(value: Any) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
+def waits_for_approval(run: WorkflowRun) -> bool:
+    return run.status == Status.RUNNING.value and run.waiting_for == WAITING_FOR_APPROVAL
+
+
+@admin.register(WorkflowRun)
+class WorkflowRunAdmin(admin.ModelAdmin):
+    list_display = ("workflow_id", "workflow", "status_badge", "waiting", "created", "updated")
+    list_filter = ("status", WaitingFilter, "workflow_name", "created_at")
+    search_fields = ("workflow_id",)
+    list_per_page = 50
+    actions = ["approve_selected", "reject_selected", "cancel_selected"]
+    change_list_template = "beluga_workflows/admin/change_list.html"
+
+    # Read-only: only the engine writes runs. Viewing needs `view_workflowrun` alone
+    # (Django's default would also accept `change_workflowrun`, which means nothing here).
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return allowed(request.user, Operation.VIEW)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    # Named by the actions' `permissions=[...]` below.
+    def has_signal_permission(self, request: HttpRequest) -> bool:
+        return allowed(request.user, Operation.SIGNAL)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return allowed(request.user, Operation.CANCEL)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, run: WorkflowRun) -> str:
+        return format_html('<span class="bw-status bw-status-{0}">{0}</span>', run.status)
+
+    @admin.display(description="workflow", ordering="workflow_name")
+    def workflow(self, run: WorkflowRun) -> str:
+        return run.workflow_name
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, run: WorkflowRun) -> str:
+        return _when(run.created_at)
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, run: WorkflowRun) -> str:
+        return _when(run.updated_at)
+
+    @admin.display(description="waiting for", ordering="waiting_for")
+    def waiting(self, run: WorkflowRun) -> str:
+        if not run.waiting_for:
+            return "—"
+        if run.waiting_since is None:
+            return run.waiting_for
+        since = timeline.format_duration((timezone.now() - run.waiting_since).total_seconds())
+        return f"{run.waiting_for} ({since})"
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "pending_count": self._pending().count()}
+        return super().changelist_view(request, extra_context)
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("approvals/", wrap(self.approvals_view), name=f"{name}_approvals"),
+            path("<path:object_id>/approve/", wrap(self.approve_view), name=f"{name}_approve"),
+            path("<path:object_id>/reject/", wrap(self.reject_view), name=f"{name}_reject"),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{name}_cancel"),
+            *super().get_urls(),
+        ]
+
+    # Pages.
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, run):
+            raise PermissionDenied
+        # Read this run's own rows: an id may have been run again, and `executor.history(id)`
+        # answers for the newest run of the id.
+        events = [to_event(row) for row in run.events.order_by("sequence")]
+        now = timezone.now()
+        line = timeline.build(events)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Workflow run {run.workflow_id}",
+            "subtitle": run.workflow_name,
+            "run": run,
+            "input_json": _json(run.input),
+            # A text result (a report, say) reads better as text than as a JSON string.
+            "result_json": run.result if isinstance(run.result, str) else _json(run.result),
+            "error_json": _json(run.error),
+            "entries": [
+                {
+                    "event": e,
+                    "text": timeline.describe(e),
+                    "offset": self._offset(line, e),
+                    "data": _json(e.data) if e.data else "",
+                }
+                for e in events
+            ],
+            "gantt": timeline.gantt(line, now),
+            "timeout": timeline.format_duration(run.timeout_seconds),
+            "duration": timeline.format_duration(
+                ((run.closed_at or now) - run.created_at).total_seconds()
+            ),
+            "other_runs": WorkflowRun.objects.filter(workflow_id=run.workflow_id).exclude(
+                pk=run.pk
+            ),
+            "can_approve": waits_for_approval(run) and allowed(request.user, Operation.SIGNAL),
+            "can_cancel": run.status == Status.RUNNING.value
+            and allowed(request.user, Operation.CANCEL),
+        }
+        return TemplateResponse(request, "beluga_workflows/admin/run.html", context)
+
+    @staticmethod
+    def _offset(line: timeline.Timeline, event: Any) -> str:
+        if line.start is None:
+            return ""
+        return "+" + timeline.format_duration((event.timestamp - line.start).total_seconds())
+
+    def _pending(self) -> QuerySet[WorkflowRun]:
+        return WorkflowRun.objects.filter(
+            status=Status.RUNNING.value, waiting_for__startswith="signal:"
+        ).order_by("waiting_since", "id")
+
+    def approvals_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Pending approvals",
+            "runs": [(run, timeline.short_json(run.input, 60)) for run in self._pending()[:500]],
+            "can_signal": allowed(request.user, Operation.SIGNAL),
+            "now": timezone.now(),
+        }
+        return TemplateResponse(request, "beluga_workflows/admin/approvals.html", context)
+
+    # Buttons: POST only, permission-checked, through the executor.
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, Operation.SIGNAL, self._approve(True))
+
+    def reject_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, Operation.SIGNAL, self._approve(False))
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, Operation.CANCEL, self._cancel)
+
+    @staticmethod
+    def _approve(payload: bool) -> Callable[[HttpRequest, WorkflowRun], str]:
+        def send(request: HttpRequest, run: WorkflowRun) -> str:
+            if not waits_for_approval(run):
+                raise WorkflowError(
+                    f"Workflow {run.workflow_id!r} is not waiting for approval "
+                    f"(status {run.status}, waiting for {run.waiting_for or 'nothing'}); "
+                    "nothing was sent."
+                )
+            sender = sender_name(request.user)
+            get_executor().signal(run.workflow_id, Signal(APPROVAL, payload, sender=sender))
+            verb = "Approved" if payload else "Rejected"
+            value = "true" if payload else "false"
+            return f"{verb} {run.workflow_id!r}: sent the approval signal ({value}) as {sender}."
+
+        return send
+
+    @staticmethod
+    def _cancel(request: HttpRequest, run: WorkflowRun) -> str:
+        if run.status != Status.RUNNING.value:
+            raise WorkflowError(
+                f"Workflow {run.workflow_id!r} has already finished ({run.status}); "
+                "nothing was sent."
+            )
+        get_executor().cancel(run.workflow_id, sender=sender_name(request.user))
+        return f"Asked {run.workflow_id!r} to cancel; it stops at its current wait."
+
+    def _button(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        operation: Operation,
+        act: Callable[[HttpRequest, WorkflowRun], str],
+    ) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            raise Http404(f"No workflow run with primary key {object_id!r}.")
+        require(request.user, operation)
+        try:
+            message = act(request, run)
+        except WorkflowError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+        else:
+            self.log_change(request, run, message)
+            self.message_user(request, message, messages.SUCCESS)
+        return HttpResponseRedirect(self._next_url(request, run))
+
+    def _next_url(self, request: HttpRequest, run: WorkflowRun) -> str:
+        target = request.POST.get("next", "")
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return target
+        opts = self.opts
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(run.pk)])
+
+    # Bulk actions on the list.
+
+    @admin.action(description="Approve selected runs waiting for approval", permissions=["signal"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
+        self._bulk(request, queryset, self._approve(True))
+
+    @admin.action(description="Reject selected runs waiting for approval", permissions=["signal"])
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
+        self._bulk(request, queryset, self._approve(False))
+
+    @admin.action(description="Cancel selected running runs", permissions=["cancel"])
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
+        self._bulk(request, queryset, self._cancel)
+
+    def _bulk(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[WorkflowRun],
+        act: Callable[[HttpRequest, WorkflowRun], str],
+    ) -> None:
+        done, skipped = 0, []
+        for run in queryset:
+            try:
+                self.log_change(request, run, act(request, run))
+                done += 1
+            except WorkflowError:
+                skipped.append(run.workflow_id)
+        if done:
+            self.message_user(request, f"Done for {done} run(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"Skipped {len(skipped)} run(s) not in a state for this: "
+                f"{', '.join(skipped[:10])}.",
+                messages.WARNING,
+            )

@@ -1,0 +1,331 @@
+"""REST views: thin adapters over the configured executor.
+
+Every action (start, signal, query, cancel) and every read of one run goes through
+``get_executor()``, so the API behaves the same on the built-in engine and on Temporal. Lists
+read the run table, which both executors keep current, because only a table can be filtered
+and paginated.
+
+Engine errors become HTTP answers in one place (:meth:`WorkflowViewSet.handle_exception`):
+unknown id → 404, finished or already running → 409, bad value → 400.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+from ..errors import (
+    InvalidPayloadError,
+    QueryError,
+    WorkflowAlreadyStartedError,
+    WorkflowClosedError,
+    WorkflowNameError,
+    WorkflowNotFoundError,
+)
+from ..executors import get_executor
+from ..executors.default import run_state
+from ..models import WorkflowRun
+from ..options import Signal, Status, WorkflowOptions
+from . import serializers as s
+from .filters import ApprovalFilter, RunFilter
+from .permissions import Operation, WorkflowPermission, sender_name
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The run is not in a state that allows this."
+    default_code = "conflict"
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(s.ErrorSerializer, description=description)
+
+
+def _field_errors(**examples: dict[str, list[str]]) -> OpenApiResponse:
+    return OpenApiResponse(
+        OpenApiTypes.OBJECT,
+        description="Invalid request: an object mapping each offending field (or query "
+        "parameter) to its messages.",
+        examples=[OpenApiExample(name, value=value) for name, value in examples.items()],
+    )
+
+
+UNKNOWN_WORKFLOW = {
+    "workflow": ['"nope" is not a registered workflow. Registered workflows: research.']
+}
+FILTER_ERRORS = _field_errors(
+    bad_filter={"status": ["Select a valid choice. bogus is not one of the available choices."]}
+)
+UNAUTHENTICATED = _error("No credentials: log in (session) or send `Authorization: Token …`.")
+FORBIDDEN = _error("Authenticated, but without the model permission this operation needs.")
+NOT_FOUND = _error("No run with this workflow id.")
+READ_ERRORS = {401: UNAUTHENTICATED, 403: FORBIDDEN}
+NOT_JSON = _error("The body is not JSON (`Content-Type: application/json`).")
+ID_PARAMETER = OpenApiParameter(
+    "id",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    description="The workflow id. When several runs used it, the running one (else the latest).",
+)
+
+
+class RunPagination(PageNumberPagination):
+    """The project's ``PAGE_SIZE`` by default; scripts may ask for up to 500 per page."""
+
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+    def get_page_size(self, request: Request) -> int | None:
+        # Read per request: the class attribute froze PAGE_SIZE at import time.
+        self.page_size = api_settings.PAGE_SIZE or 50
+        return super().get_page_size(request)
+
+
+class AuthenticateHeaderMixin:
+    """Answer 401 (not 403) to anonymous requests whenever any configured scheme can say so.
+
+    DRF asks only the *first* authentication class for a ``WWW-Authenticate`` header, and
+    session authentication has none, so with the usual ``[Session, Token]`` order anonymous
+    clients would get 403 — indistinguishable from a missing permission.
+    """
+
+    def get_authenticate_header(self, request: Request) -> str | None:
+        for authenticator in request.authenticators:
+            header = authenticator.authenticate_header(request)
+            if header:
+                return str(header)
+        return None
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List runs",
+        description="Newest first, paginated. Every run is listed, including earlier runs "
+        "of a reused workflow id.",
+        responses={200: s.RunSerializer(many=True), 400: FILTER_ERRORS, **READ_ERRORS},
+    ),
+)
+class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Workflow runs: list, start, inspect, signal, query and cancel."""
+
+    queryset = WorkflowRun.objects.all()
+    serializer_class = s.RunSerializer
+    filterset_class = RunFilter
+    pagination_class = RunPagination
+    permission_classes = [WorkflowPermission]
+    # JSON only: a form-encoded `payload=true` would arrive as the string "true", and the
+    # tutorial workflow would read that as a rejection.
+    parser_classes = [JSONParser]
+    lookup_field = "workflow_id"
+    lookup_url_kwarg = "id"
+    # Workflow ids are free text: allow dots (``report.v2``), anything but a slash.
+    lookup_value_regex = "[^/]+"
+    operations = {
+        "list": Operation.VIEW,
+        "retrieve": Operation.VIEW,
+        "events": Operation.VIEW,
+        "query": Operation.VIEW,
+        "create": Operation.START,
+        "signal": Operation.SIGNAL,
+        "cancel": Operation.CANCEL,
+    }
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, WorkflowNotFoundError):
+            exc = exceptions.NotFound(str(exc))
+        elif isinstance(exc, WorkflowAlreadyStartedError | WorkflowClosedError):
+            exc = Conflict(str(exc))
+        elif isinstance(exc, QueryError):
+            exc = exceptions.ValidationError({"query_type": [str(exc)]})
+        return super().handle_exception(exc)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        rows = page if page is not None else list(queryset)
+        data = self.get_serializer([run_state(run) for run in rows], many=True).data
+        return self.get_paginated_response(data) if page is not None else Response(data)
+
+    @extend_schema(
+        summary="Start a run",
+        request=s.StartSerializer,
+        responses={
+            201: s.RunSerializer,
+            400: _field_errors(
+                unknown_workflow=UNKNOWN_WORKFLOW,
+                bad_timeout={"timeout": ["Must be a positive number of seconds."]},
+            ),
+            **READ_ERRORS,
+            409: _error("A run with this id is already running."),
+            415: NOT_JSON,
+        },
+        examples=[
+            OpenApiExample(
+                "Tutorial",
+                request_only=True,
+                value={
+                    "workflow": "research",
+                    "id": "research-q4-2025",
+                    "input": "Q4 revenue analysis",
+                    "timeout": 172800,
+                },
+            )
+        ],
+    )
+    def create(self, request: Request) -> Response:
+        body = s.StartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        options = WorkflowOptions(
+            id=data.get("id") or None, input=data["input"], timeout=data.get("timeout")
+        )
+        executor = get_executor()
+        try:
+            handle = executor.start(data["workflow"], options)
+        except InvalidPayloadError as exc:
+            raise exceptions.ValidationError({"input": [str(exc)]}) from exc
+        except WorkflowNameError as exc:  # unregistered between validation and start
+            raise exceptions.ValidationError({"workflow": [str(exc)]}) from exc
+        state = executor.describe(handle.id)
+        return Response(s.RunSerializer(state).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Describe a run",
+        parameters=[ID_PARAMETER],
+        responses={200: s.RunSerializer, **READ_ERRORS, 404: NOT_FOUND},
+    )
+    def retrieve(self, request: Request, id: str) -> Response:
+        return Response(s.RunSerializer(get_executor().describe(id)).data)
+
+    @extend_schema(
+        summary="Event history",
+        description="The run's whole history, oldest first.",
+        parameters=[ID_PARAMETER],
+        responses={200: s.EventSerializer(many=True), **READ_ERRORS, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    def events(self, request: Request, id: str) -> Response:
+        return Response(s.EventSerializer(get_executor().history(id), many=True).data)
+
+    @extend_schema(
+        summary="Send a signal",
+        description="Records the signal in the run's history with the requesting user as "
+        "sender, and returns at once (202): the workflow reacts on a worker. Send "
+        '`{"name": "approval", "payload": true}` to approve the tutorial run.',
+        parameters=[ID_PARAMETER],
+        request=s.SignalSerializer,
+        responses={
+            202: s.RunSerializer,
+            400: _field_errors(missing_name={"name": ["This field is required."]}),
+            **READ_ERRORS,
+            404: NOT_FOUND,
+            409: _error("The run has already finished; the signal was not recorded."),
+            415: NOT_JSON,
+        },
+        examples=[
+            OpenApiExample(
+                "Approve", request_only=True, value={"name": "approval", "payload": True}
+            ),
+            OpenApiExample(
+                "Reject", request_only=True, value={"name": "approval", "payload": False}
+            ),
+        ],
+    )
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def signal(self, request: Request, id: str) -> Response:
+        body = s.SignalSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        sig = Signal(
+            body.validated_data["name"],
+            body.validated_data["payload"],
+            sender=sender_name(request.user),
+        )
+        executor = get_executor()
+        try:
+            executor.signal(id, sig)
+        except InvalidPayloadError as exc:
+            raise exceptions.ValidationError({"payload": [str(exc)]}) from exc
+        state = executor.describe(id)
+        return Response(s.RunSerializer(state).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Query a run",
+        description="Built-in query types: `status`, `result`, `history`; plus the handlers "
+        "the workflow set with `ctx.set_query_handler`.",
+        parameters=[
+            ID_PARAMETER,
+            OpenApiParameter("query_type", OpenApiTypes.STR, OpenApiParameter.PATH),
+        ],
+        responses={
+            200: s.QueryResultSerializer,
+            400: _error("No handler for this query type, or the handler failed."),
+            **READ_ERRORS,
+            404: NOT_FOUND,
+        },
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path=r"query/(?P<query_type>[^/]+)",
+        pagination_class=None,
+        filterset_class=None,
+    )
+    def query(self, request: Request, id: str, query_type: str) -> Response:
+        return Response({"result": get_executor().query(id, query_type)})
+
+    @extend_schema(
+        summary="Cancel a run",
+        description="Asks the run to stop: its current wait raises WorkflowCanceledError in "
+        "the workflow, which may clean up. Asking again while it stops is harmless.",
+        parameters=[ID_PARAMETER],
+        request=None,
+        responses={
+            202: s.RunSerializer,
+            **READ_ERRORS,
+            404: NOT_FOUND,
+            409: _error("The run has already finished."),
+        },
+    )
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def cancel(self, request: Request, id: str) -> Response:
+        executor = get_executor()
+        executor.cancel(id, sender=sender_name(request.user))
+        state = executor.describe(id)
+        return Response(s.RunSerializer(state).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Pending approvals",
+        description="Running runs that are waiting for a signal (oldest wait first): what a "
+        "reviewer should act on.",
+        responses={200: s.ApprovalSerializer(many=True), 400: FILTER_ERRORS, **READ_ERRORS},
+    )
+)
+class ApprovalViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = s.ApprovalSerializer
+    filterset_class = ApprovalFilter
+    pagination_class = RunPagination
+    permission_classes = [WorkflowPermission]
+    operations = {"list": Operation.VIEW}
+
+    def get_queryset(self) -> QuerySet[WorkflowRun]:
+        return WorkflowRun.objects.filter(
+            status=Status.RUNNING.value, waiting_for__startswith="signal:"
+        ).order_by("waiting_since", "id")

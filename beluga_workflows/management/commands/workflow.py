@@ -1,0 +1,318 @@
+"""``manage.py workflow``: start, signal, query, cancel and inspect runs from a shell.
+
+Every action goes through ``get_executor()``, like the REST API and the admin. With
+``--user NAME`` the command acts as that user: the same permission rules as the API apply
+(:mod:`beluga_workflows.api.permissions`) and signals record the user as sender. Without it the
+shell is trusted (whoever can run ``manage.py`` can read the database anyway) and signals record
+``cli:<os user>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import registry, timeline
+from ...api.permissions import Operation, require, sender_name
+from ...errors import (
+    InvalidPayloadError,
+    WorkflowAlreadyStartedError,
+    WorkflowClosedError,
+    WorkflowError,
+    WorkflowNameError,
+    WorkflowNotFoundError,
+)
+from ...executors import get_executor
+from ...executors.base import WorkflowState
+from ...models import WorkflowRun
+from ...options import Signal, Status, WorkflowOptions
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_FORBIDDEN = 5
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  the operation failed: a run that ended failed/canceled/timed out (start --wait),
+     a query with no handler or whose handler raised, any other error
+  2  usage: bad arguments, invalid JSON, unknown workflow name, unknown --user
+  3  not found: no run with this workflow id
+  4  conflict: the id is already running (start), or the run has finished (signal, cancel)
+  5  permission denied (--user lacks the permission)
+
+examples:
+  manage.py workflow start research --id research-q4 --input '"Q4 revenue analysis"'
+  manage.py workflow list --approvals
+  manage.py workflow signal research-q4 approval true --user alice
+  manage.py workflow describe research-q4 --json
+"""
+
+OPERATIONS = {
+    "start": Operation.START,
+    "signal": Operation.SIGNAL,
+    "cancel": Operation.CANCEL,
+}
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(
+            f"{what} is not valid JSON ({exc}); strings need quotes, e.g. '\"text\"'.",
+            returncode=EXIT_USAGE,
+        ) from exc
+
+
+class Command(BaseCommand):
+    help = (
+        "Start, signal, query, cancel, describe, list and show the history of workflow runs, "
+        "through the configured executor. Inputs and payloads are JSON; --json prints JSON."
+    )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(
+            prog_name,
+            subcommand,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        return parser
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        common = argparse.ArgumentParser(add_help=False)
+        common.add_argument("--json", action="store_true", help="Print JSON for scripts.")
+        common.add_argument(
+            "--user",
+            metavar="USERNAME",
+            help="Act as this user: check their permissions and record them as sender.",
+        )
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        def add(name: str, help: str) -> CommandParser:
+            return sub.add_parser(  # type: ignore[no-any-return]
+                name,
+                help=help,
+                description=help,
+                parents=[common],
+                epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            )
+
+        start = add("start", "Start a run of a registered workflow (by its public name).")
+        start.add_argument("workflow", help="Public name, e.g. research (see `names`).")
+        start.add_argument("--id", dest="workflow_id", help="Workflow id (default: a UUID).")
+        start.add_argument("--input", default="null", help="JSON input (default null).")
+        start.add_argument("--timeout", type=float, help="Seconds the whole run may take.")
+        start.add_argument(
+            "--wait",
+            type=float,
+            nargs="?",
+            const=-1,
+            metavar="SECONDS",
+            help="Wait for the run to finish (at most SECONDS) and print its outcome.",
+        )
+
+        signal = add("signal", "Send a signal to the running run of an id.")
+        signal.add_argument("id", help="Workflow id.")
+        signal.add_argument("name", help="Signal name, e.g. approval.")
+        signal.add_argument("payload", nargs="?", default="null", help="JSON payload, e.g. true.")
+
+        query = add("query", "Ask a run a query: status, result, history or a custom one.")
+        query.add_argument("id", help="Workflow id.")
+        query.add_argument("query_type", help="Query type.")
+
+        for name, text in [
+            ("cancel", "Cancel the running run of an id."),
+            ("describe", "Show a run: status, input, result or error, what it waits for."),
+            ("history", "Show a run's event history, oldest first."),
+        ]:
+            add(name, text).add_argument("id", help="Workflow id.")
+
+        runs = add("list", "List runs, newest first.")
+        runs.add_argument("--status", choices=[s.value for s in Status])
+        runs.add_argument("--workflow", help="Only runs of this workflow name.")
+        runs.add_argument(
+            "--waiting-for", help="Only running runs blocked on this, e.g. signal:approval."
+        )
+        runs.add_argument(
+            "--approvals", action="store_true", help="Only running runs waiting for any signal."
+        )
+        runs.add_argument("--limit", type=int, default=50, help="At most this many (default 50).")
+
+        add("names", "List the workflow names that can be started.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        self.as_json = options["json"]
+        user = self._user(options["user"])
+        try:
+            if user is not None:
+                require(user, OPERATIONS.get(action, Operation.VIEW))
+            self.sender = sender_name(user) if user is not None else _shell_sender()
+            getattr(self, f"do_{action}")(options)
+        except PermissionDenied as exc:
+            raise CommandError(str(exc), returncode=EXIT_FORBIDDEN) from exc
+        except WorkflowNotFoundError as exc:
+            raise CommandError(str(exc), returncode=EXIT_NOT_FOUND) from exc
+        except (WorkflowAlreadyStartedError, WorkflowClosedError) as exc:
+            raise CommandError(str(exc), returncode=EXIT_CONFLICT) from exc
+        except (WorkflowNameError, InvalidPayloadError, ValueError, TypeError) as exc:
+            raise CommandError(str(exc), returncode=EXIT_USAGE) from exc
+        except WorkflowError as exc:
+            raise CommandError(str(exc), returncode=EXIT_ERROR) from exc
+
+    def _user(self, username: str | None) -> Any:
+        if username is None:
+            return None
+        User = get_user_model()
+        try:
+            return User._default_manager.get_by_natural_key(username)
+        except User.DoesNotExist:
+            raise CommandError(f"No user named {username!r}.", returncode=EXIT_USAGE) from None
+
+    # Actions.
+
+    def do_start(self, options: dict[str, Any]) -> None:
+        registry.resolve_public(options["workflow"])  # a public name, never an import path
+        workflow_input = parse_json(options["input"], "--input")
+        executor = get_executor()
+        handle = executor.start(
+            options["workflow"],
+            WorkflowOptions(
+                id=options["workflow_id"] or None,
+                input=workflow_input,
+                timeout=options["timeout"],
+            ),
+        )
+        if options["wait"] is None:
+            self._state(executor.describe(handle.id))
+            return
+        wait = None if options["wait"] < 0 else options["wait"]
+        try:
+            handle.result(timeout=wait)
+        except WorkflowError as exc:
+            self._state(executor.describe(handle.id))
+            raise CommandError(str(exc), returncode=EXIT_ERROR) from exc
+        self._state(executor.describe(handle.id))
+
+    def do_signal(self, options: dict[str, Any]) -> None:
+        payload = parse_json(options["payload"], "The payload")
+        executor = get_executor()
+        executor.signal(options["id"], Signal(options["name"], payload, sender=self.sender))
+        if self.as_json:
+            self._state(executor.describe(options["id"]))
+        else:
+            self.stdout.write(
+                f"Sent signal {options['name']!r} = {json.dumps(payload)} to {options['id']!r} "
+                f"as {self.sender}."
+            )
+
+    def do_cancel(self, options: dict[str, Any]) -> None:
+        executor = get_executor()
+        executor.cancel(options["id"], sender=self.sender)
+        if self.as_json:
+            self._state(executor.describe(options["id"]))
+        else:
+            self.stdout.write(f"Asked {options['id']!r} to cancel (as {self.sender}).")
+
+    def do_query(self, options: dict[str, Any]) -> None:
+        result = get_executor().query(options["id"], options["query_type"])
+        if self.as_json:
+            self._json({"result": result})
+        else:
+            self.stdout.write(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+
+    def do_describe(self, options: dict[str, Any]) -> None:
+        self._state(get_executor().describe(options["id"]))
+
+    def do_history(self, options: dict[str, Any]) -> None:
+        events = get_executor().history(options["id"])
+        if self.as_json:
+            self._json([event.to_json() for event in events])
+            return
+        for event in events:
+            since_start = (event.timestamp - events[0].timestamp).total_seconds()
+            offset = timeline.format_duration(since_start)
+            self.stdout.write(
+                f"{event.sequence:>4}  {event.timestamp:%Y-%m-%d %H:%M:%S}  +{offset:<10} "
+                f"{event.type.value:<22} {timeline.describe(event)}"
+            )
+
+    def do_list(self, options: dict[str, Any]) -> None:
+        from ...executors.default import run_state
+
+        runs = WorkflowRun.objects.order_by("-created_at", "-id")
+        if options["status"]:
+            runs = runs.filter(status=options["status"])
+        if options["workflow"]:
+            runs = runs.filter(workflow_name=options["workflow"])
+        if options["waiting_for"]:
+            runs = runs.filter(status=Status.RUNNING.value, waiting_for=options["waiting_for"])
+        if options["approvals"]:
+            runs = runs.filter(status=Status.RUNNING.value, waiting_for__startswith="signal:")
+        if options["limit"] < 1:
+            raise ValueError("--limit must be at least 1.")
+        states = [run_state(run) for run in runs[: options["limit"]]]
+        if self.as_json:
+            self._json([state.to_json() for state in states])
+            return
+        header = f"{'ID':<36} {'WORKFLOW':<20} {'STATUS':<10} {'WAITING FOR':<24} CREATED"
+        self.stdout.write(header)
+        for s in states:
+            created = f"{s.created_at:%Y-%m-%d %H:%M:%S}" if s.created_at else ""
+            self.stdout.write(
+                f"{s.workflow_id:<36} {s.workflow:<20} {s.status.value:<10} "
+                f"{s.waiting_for or '-':<24} {created}"
+            )
+
+    def do_names(self, options: dict[str, Any]) -> None:
+        names = registry.public_names()
+        if self.as_json:
+            self._json(names)
+        else:
+            self.stdout.write("\n".join(names) if names else "No workflow has a public name.")
+
+    # Output.
+
+    def _json(self, value: Any) -> None:
+        self.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+    def _state(self, state: WorkflowState) -> None:
+        if self.as_json:
+            self._json(state.to_json())
+            return
+        data = state.to_json()
+        for key in (
+            "id",
+            "run_id",
+            "workflow",
+            "status",
+            "waiting_for",
+            "waiting_since",
+            "waiting_deadline",
+            "created_at",
+            "updated_at",
+        ):
+            if data[key] not in (None, ""):
+                self.stdout.write(f"{key + ':':<18}{data[key]}")
+        for key in ("input", "result", "error"):
+            if key == "input" or data[key] is not None:
+                self.stdout.write(f"{key + ':':<18}{json.dumps(data[key], ensure_ascii=False)}")
+
+
+def _shell_sender() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no login name in some containers
+        return "cli"

@@ -1,0 +1,258 @@
+"""The Django admin: run list and page, Approve / Reject / Cancel with and without permission.
+
+Runs are brought to "waiting for approval" with the engine's own step, in-process (`drive`), and
+every button must leave its mark in the history through the executor — or nothing at all.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.test import Client
+
+from beluga_workflows import timeline
+from beluga_workflows.history import EventType, HistoryEvent
+from beluga_workflows.models import WorkflowRun
+from tests.api_fixtures import drive, event_types, signals, start, users_fixture  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/beluga_workflows/workflowrun/"
+APPROVALS = CHANGELIST + "approvals/"
+
+
+def page(run: WorkflowRun, action: str = "change") -> str:
+    return f"{CHANGELIST}{run.pk}/{action}/"
+
+
+@pytest.fixture
+def login(users):
+    def client(username: str) -> Client:
+        c = Client()
+        c.force_login(users[username])
+        return c
+
+    return client
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+# Lists and pages.
+
+
+@pytest.mark.core
+def test_changelist_shows_runs_with_filters_and_search(login):
+    start("api_approval", "order-1", {"amount": 1})
+    start("api_echo", "echo-1", 1)
+    client = login("viewer")
+
+    listing = client.get(CHANGELIST)
+    assert listing.status_code == 200
+    html = listing.content.decode()
+    assert "order-1" in html and "echo-1" in html and "signal:approval" in html
+    assert "Pending approvals (1)" in html
+    assert "Add workflow run" not in html  # read-only
+
+    waiting = client.get(CHANGELIST, {"waiting": "approval"}).content.decode()
+    assert "order-1" in waiting and "echo-1" not in waiting
+    completed = client.get(CHANGELIST, {"status__exact": "completed"}).content.decode()
+    assert "echo-1" in completed and "order-1" not in completed
+    found = client.get(CHANGELIST, {"q": "order"}).content.decode()
+    assert "order-1" in found and "echo-1" not in found
+
+
+def test_anonymous_users_are_sent_to_the_login_page(users):
+    response = Client().get(CHANGELIST)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_staff_without_view_permission_cannot_see_runs(login):
+    run = start("api_approval", "order-1")
+    client = login("nobody")
+    assert client.get(CHANGELIST).status_code == 403
+    assert client.get(page(run)).status_code == 403
+    assert client.get(APPROVALS).status_code == 403
+
+
+def test_rows_cannot_be_added_changed_or_deleted(login):
+    run = start("api_echo", "echo-1", 1)
+    client = login("admin")
+    assert client.get(CHANGELIST + "add/").status_code == 403
+    assert client.get(page(run, "delete")).status_code == 403
+    assert client.post(page(run), {"status": "failed"}).status_code == 200  # a page, no form
+    run.refresh_from_db()
+    assert run.status == "completed"
+
+
+@pytest.mark.core
+def test_run_page_shows_input_outcome_timeline_and_history(login):
+    run = start("api_approval", "order-1", {"amount": 42})
+    client = login("reviewer")
+    html = client.get(page(run)).content.decode()
+    assert "&quot;amount&quot;: 42" in html
+    assert "Waiting for signal &#x27;approval&#x27;" in html  # the history, in words
+    assert 'class="bw-gantt"' in html and "bw-seg-running" in html  # the picture
+    assert ">Approve</button>" in html and ">Reject</button>" in html
+    assert "Cancel run" not in html  # the reviewer may not cancel
+
+    client.post(page(run, "approve"))
+    run = drive("order-1")
+    html = client.get(page(run)).content.decode()
+    assert run.status == "completed"
+    assert "Signal &#x27;approval&#x27; = true from &#x27;reviewer&#x27;" in html
+    assert "&quot;approved&quot;: true" in html  # the result
+    assert ">Approve</button>" not in html
+
+
+def test_viewer_sees_no_buttons(login):
+    run = start("api_approval", "order-1")
+    html = login("viewer").get(page(run)).content.decode()
+    assert ">Approve</button>" not in html and "Cancel run" not in html
+
+
+def test_failed_run_page_shows_the_error(login):
+    run = start("api_fail", "bad-1", {"amount": -1})
+    html = login("viewer").get(page(run)).content.decode()
+    assert run.status == "failed"
+    assert "<strong>ValueError</strong>: amount must be positive" in html
+
+
+# The buttons.
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("action, payload, verb", [("approve", True, "Approved"),
+                                                   ("reject", False, "Rejected")])  # fmt: skip
+def test_approve_and_reject_send_the_approval_signal_as_the_user(login, action, payload, verb):
+    run = start("api_approval", "order-1", "laptop")
+    response = login("reviewer").post(page(run, action), follow=True)
+    assert response.status_code == 200
+    assert any(m.startswith(verb) for m in messages_of(response))
+    assert signals(run) == [{"name": "approval", "payload": payload, "sender": "reviewer"}]
+    assert LogEntry.objects.filter(object_id=str(run.pk)).exists()  # admin's own audit log
+    assert drive("order-1").result == {"request": "laptop", "approved": payload}
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("user, action", [("viewer", "approve"), ("viewer", "reject"),
+                                          ("operator", "approve"), ("reviewer", "cancel"),
+                                          ("viewer", "cancel")])  # fmt: skip
+def test_buttons_without_the_permission_are_403_and_send_nothing(login, user, action):
+    run = start("api_approval", "order-1")
+    before = event_types(run)
+    assert login(user).post(page(run, action)).status_code == 403
+    assert event_types(run) == before
+
+
+def test_buttons_need_post(login):
+    run = start("api_approval", "order-1")
+    assert login("admin").get(page(run, "approve")).status_code == 405
+    assert signals(run) == []
+
+
+def test_approving_a_run_not_waiting_for_approval_sends_nothing(login):
+    run = start("api_echo", "echo-1", 1)
+    response = login("admin").post(page(run, "approve"), follow=True)
+    assert any("not waiting for approval" in m for m in messages_of(response))
+    assert event_types(run) == ["WorkflowStarted", "WorkflowCompleted"]
+
+
+@pytest.mark.core
+def test_cancel_goes_through_the_executor_as_the_user(login):
+    run = start("api_approval", "order-1")
+    response = login("operator").post(page(run, "cancel"), follow=True)
+    assert any(m.startswith("Asked 'order-1' to cancel") for m in messages_of(response))
+    assert run.events.get(type="CancelRequested").data == {"sender": "operator"}
+    assert drive("order-1").status == "canceled"
+    again = login("operator").post(page(run, "cancel"), follow=True)
+    assert any("already finished" in m for m in messages_of(again))
+
+
+def test_buttons_return_to_a_safe_next_page_only(login):
+    run = start("api_approval", "order-1")
+    client = login("admin")
+    back = client.post(page(run, "approve"), {"next": APPROVALS})
+    assert back["Location"] == APPROVALS
+    start("api_approval", "order-2")
+    run2 = WorkflowRun.objects.get(workflow_id="order-2")
+    evil = client.post(page(run2, "approve"), {"next": "https://evil.example/"})
+    assert evil["Location"] == page(run2)
+
+
+# The pending-approvals page and bulk actions.
+
+
+@pytest.mark.core
+def test_pending_approvals_page_lists_waiting_runs_with_buttons(login):
+    start("api_approval", "order-1")
+    start("api_approval", "order-2")
+    start("api_echo", "echo-1", 1)
+    html = login("reviewer").get(APPROVALS).content.decode()
+    assert "order-1" in html and "order-2" in html and "echo-1" not in html
+    assert html.count(">Approve</button>") == 2
+    assert ">Approve</button>" not in login("viewer").get(APPROVALS).content.decode()
+
+
+def test_bulk_actions_approve_only_runs_waiting_for_approval(login):
+    waiting = [start("api_approval", f"order-{i}") for i in range(2)]
+    done = start("api_echo", "echo-1", 1)
+    ids = [str(r.pk) for r in [*waiting, done]]
+    response = login("reviewer").post(
+        CHANGELIST, {"action": "approve_selected", "_selected_action": ids}, follow=True
+    )
+    text = " ".join(messages_of(response))
+    assert "Done for 2 run(s)" in text and "Skipped 1 run(s)" in text and "echo-1" in text
+    for run in waiting:
+        assert signals(run)[0]["sender"] == "reviewer"
+    assert signals(done) == []
+
+
+def test_bulk_actions_are_offered_by_permission(login):
+    start("api_approval", "order-1")
+    assert "approve_selected" not in login("viewer").get(CHANGELIST).content.decode()
+    html = login("reviewer").get(CHANGELIST).content.decode()
+    assert "approve_selected" in html and "cancel_selected" not in html
+
+
+# The timeline, from a hand-written history (a unit test: no database needed).
+
+
+def test_timeline_pairs_attempts_waits_and_signals():
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    events = [
+        HistoryEvent(1, EventType.WORKFLOW_STARTED, at(0), name="research"),
+        HistoryEvent(2, EventType.ACTIVITY_SCHEDULED, at(0), 0, "fetch", 1),
+        HistoryEvent(3, EventType.ACTIVITY_ATTEMPT_FAILED, at(1), 0, "fetch", 1,
+                     {"error": {"type": "ConnectionError", "message": "down"}, "retry_in": 2}),
+        HistoryEvent(4, EventType.ACTIVITY_COMPLETED, at(4), 0, "fetch", 2, {"result": "ok"}),
+        HistoryEvent(5, EventType.SIGNAL_RECEIVED, at(5), None, "approval", 0,
+                     {"payload": True, "sender": "alice"}),
+        HistoryEvent(6, EventType.SIGNAL_WAIT_STARTED, at(6), 1, "approval", 0, {"timeout": 60}),
+        HistoryEvent(7, EventType.SIGNAL_WAIT_STARTED, at(6), 2, "approval", 0, {"timeout": 60}),
+        HistoryEvent(8, EventType.TIMER_FIRED, at(66), 2, "signal_timeout"),
+        HistoryEvent(9, EventType.WORKFLOW_COMPLETED, at(70), data={"result": "done"}),
+    ]  # fmt: skip
+    line = timeline.build(events)
+    fetch, first_wait, second_wait = line.spans
+    assert (fetch.outcome, fetch.attempts, fetch.duration) == ("completed", 2, 4.0)
+    assert [s.kind for s in fetch.segments] == ["attempt-failed", "backoff", "attempt-ok"]
+    # The signal sent before the wait satisfied it at once; the next wait timed out.
+    assert (first_wait.outcome, first_wait.duration, first_wait.detail) == (
+        "received", 0.0, "true from alice"
+    )  # fmt: skip
+    assert (second_wait.outcome, second_wait.duration) == ("timed_out", 60.0)
+    assert line.duration == 70.0 and line.markers[0].label == "approval = true (alice)"
+    assert timeline.describe(events[2]) == (
+        "Attempt 1 of fetch failed: ConnectionError: down; retrying in 2.0 s."
+    )
+    chart = timeline.gantt(line, now=at(70))
+    assert chart["total"] == "1 min 10 s"
+    assert chart["rows"][2]["segments"][0]["left"] == f"{6 / 70 * 100:.3f}"
