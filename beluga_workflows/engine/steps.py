@@ -145,7 +145,9 @@ def _set_waiting(run: WorkflowRun, decision: Decision, now: Any) -> None:
     if waiting_for != run.waiting_for or decision.commands:
         run.waiting_for = waiting_for
         run.waiting_since = now
-        timer = Timer.objects.filter(run=run, step=step, state=Timer.State.PENDING).first()
+        timer = None
+        if kind is not EventType.ACTIVITY_SCHEDULED:  # activities have no timer row
+            timer = Timer.objects.filter(run=run, step=step, state=Timer.State.PENDING).first()
         run.waiting_deadline = timer.fire_at if timer else None
 
 
