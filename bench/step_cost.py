@@ -53,7 +53,17 @@ def start_worker(cache_size: int, pool: str = "threads") -> subprocess.Popen[byt
     }
     log = open(ROOT / ".data" / f"bench-worker-{cache_size}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "runworker", "--concurrency", "1", "--pool", pool, "-l", "WARNING"],
+        [
+            sys.executable,
+            "manage.py",
+            "runworker",
+            "--concurrency",
+            "1",
+            "--pool",
+            pool,
+            "-l",
+            "WARNING",
+        ],
         cwd=ROOT,
         env=env,
         stdout=log,

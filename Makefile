@@ -1,0 +1,62 @@
+# Entry points: `make run` starts the demo, `make test` runs every check CI runs.
+# Both create .venv on first use and reinstall only when pyproject.toml changes.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# manage.py checks share the test suite's embedded services instead of starting the demo's.
+TEST_DATA_DIR := $(CURDIR)/.data/test
+PYTEST_ARGS ?=
+
+.PHONY: venv run test lint format check browser clean
+
+venv: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m project.dev
+
+test: $(STAMP) browser lint check
+	scripts/test.sh $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy beluga_workflows
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+check: $(STAMP)
+	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(TEST_DATA_DIR)}" $(PY) manage.py check
+	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(TEST_DATA_DIR)}" $(PY) manage.py makemigrations --check --dry-run
+
+# Debian's Chromium for the Playwright admin tests. Never fails the build: without it the
+# browser tests fail loudly (they do not skip), which says what is missing.
+browser:
+	@if [ -x /usr/bin/chromium ]; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing chromium with apt-get..."; \
+		( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium ) \
+			|| echo "WARNING: could not install chromium; the browser tests will fail."; \
+	else \
+		echo "WARNING: /usr/bin/chromium is missing and apt-get (as root) is not available;"; \
+		echo "WARNING: install Chromium yourself or the browser tests will fail."; \
+	fi
+
+clean:
+	-@for dir in .data .data/test; do \
+		[ -x $(PY) ] && [ -d "$$dir" ] && $(PY) -m project.embedded stop --data-dir "$$dir"; \
+	done; true
+	rm -rf .data staticfiles build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""The demo app: holds the tutorial workflow from the README."""

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The pytest part of `make test`, run twice:
+#   (a) on the embedded default (no DATABASE_URL / CELERY_BROKER_URL): PostgreSQL and Redis
+#       started from wheels under .data/test. Only the `core` tests when (b) runs too, the
+#       whole suite when it does not (a fresh machine with no services);
+#   (b) when PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 answer, the whole suite
+#       against them.
+# Extra arguments go to pytest. Exit status: non-zero if a pass failed, or if no pass ran a test.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+# Overridable, e.g. to keep two checkouts' runs apart on one machine.
+EXTERNAL_DATABASE_URL=${BELUGA_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/beluga}
+EXTERNAL_BROKER_URL=${BELUGA_TEST_BROKER_URL:-redis://127.0.0.1:6379/15}
+
+services_reachable() {
+    "$PY" - "$EXTERNAL_DATABASE_URL" "$EXTERNAL_BROKER_URL" <<'PYEOF' >/dev/null 2>&1
+import sys
+import psycopg
+import redis
+# The maintenance database: pytest-django creates test_<name> from there.
+psycopg.connect(sys.argv[1].rsplit("/", 1)[0] + "/postgres", connect_timeout=3).close()
+assert redis.Redis.from_url(sys.argv[2], socket_connect_timeout=3).ping()
+PYEOF
+}
+
+failed=0
+ran_tests=0
+record() {  # record <pytest exit status>
+    case "$1" in
+        0) ran_tests=1 ;;
+        5) ;;  # collected nothing: acceptable only if the other pass ran tests
+        *) failed=1 ;;
+    esac
+}
+
+if services_reachable; then
+    external=1
+    embedded_args=(-m core)
+else
+    external=0
+    embedded_args=()
+    echo "PostgreSQL 127.0.0.1:5432 / Redis 127.0.0.1:6379 not reachable:" \
+        "running the whole suite on the embedded default only."
+fi
+
+echo "=== pytest on the embedded default (BELUGA_DATA_DIR=.data/test) ${embedded_args[*]}"
+env -u DATABASE_URL -u CELERY_BROKER_URL BELUGA_DATA_DIR="$PWD/.data/test" \
+    "$PY" -m pytest "${embedded_args[@]}" "$@"
+record $?
+
+if [ "$external" = 1 ]; then
+    echo "=== pytest on $EXTERNAL_DATABASE_URL and $EXTERNAL_BROKER_URL"
+    DATABASE_URL=$EXTERNAL_DATABASE_URL CELERY_BROKER_URL=$EXTERNAL_BROKER_URL \
+        "$PY" -m pytest "$@"
+    record $?
+fi
+
+if [ "$failed" = 1 ]; then
+    echo "FAILED: at least one pytest pass failed." >&2
+    exit 1
+fi
+if [ "$ran_tests" = 0 ]; then
+    echo "FAILED: no pytest pass collected any test." >&2
+    exit 1
+fi
+exit 0

@@ -1,0 +1,1 @@
+"""The beluga_workflows test suite (run with `make test`)."""
