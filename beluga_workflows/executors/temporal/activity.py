@@ -1,0 +1,76 @@
+"""The one Temporal activity that runs every beluga activity function.
+
+:func:`beluga_activity` is a *dynamic* Temporal activity: its type is the activity's
+``module:qualname`` reference (see :mod:`.convert`), which it imports and calls as
+``fn(ActivityContext(...), input)`` in the worker's thread pool. Temporal retries it with the
+policy the workflow asked for; our ``non_retryable_errors`` match any class in the exception's
+MRO, as in the built-in engine, so the activity itself marks such failures non-retryable.
+
+``ActivityContext.heartbeat`` is Temporal's heartbeat; ``is_cancelled()`` turns true when the
+run is canceled or the attempt timed out — Temporal delivers that to a sync activity when it
+heartbeats. No exception is thrown into the activity's thread, as in the built-in engine.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio import activity
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+
+from ... import registry
+from ...activity import ActivityContext
+from ...errors import InvalidPayloadError
+from ...serialization import ensure_json
+
+
+class _Cancellation(threading.Event):
+    """``ActivityContext``'s cancel flag, answered by Temporal's."""
+
+    def is_set(self) -> bool:
+        return super().is_set() or activity.is_cancelled()
+
+
+def _heartbeat(details: Any) -> None:
+    activity.heartbeat(ensure_json(details, "Heartbeat details"))
+
+
+@activity.defn(dynamic=True, no_thread_cancel_exception=True)
+def beluga_activity(args: Sequence[RawValue]) -> Any:
+    from django.db import close_old_connections
+
+    info = activity.info()
+    spec = activity.payload_converter().from_payload(args[0].payload) if args else {}
+    non_retryable = set(
+        (spec.get("options") or {}).get("retry", {}).get("non_retryable_errors", [])
+    )
+    ctx = ActivityContext(
+        workflow_id=info.workflow_id or "",
+        run_id=info.workflow_run_id or "",
+        activity_id=f"{info.workflow_run_id}:{info.activity_id}",
+        attempt=info.attempt,
+        cancelled=_Cancellation(),
+    )
+    ctx._heartbeat_hook = _heartbeat
+    close_old_connections()
+    try:
+        fn = registry.resolve(info.activity_type)
+        result = fn(ctx, spec.get("input"))
+        return ensure_json(result, f"Result of activity {spec.get('name', info.activity_type)!r}")
+    except InvalidPayloadError as exc:
+        raise ApplicationError(
+            str(exc), {"attempt": info.attempt}, type=type(exc).__name__, non_retryable=True
+        ) from exc
+    except Exception as exc:  # the user's activity failed
+        names = [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException)]
+        raise ApplicationError(
+            str(exc),
+            {"attempt": info.attempt, "types": names},
+            type=type(exc).__name__,
+            non_retryable=bool(non_retryable.intersection(names)),
+        ) from exc
+    finally:
+        close_old_connections()

@@ -1,0 +1,182 @@
+"""Conventions shared by every side of the Temporal executor: how our values look in Temporal.
+
+One place decides how a beluga run is written into Temporal and read back, so the workflow
+(inside Temporal's sandbox), the activity, the client, the history translator and the mirror
+agree:
+
+* the Temporal workflow *type* is the beluga workflow name (public name or ``module:qualname``),
+  its single argument the run's input, its execution timeout the run's timeout, and its memo
+  holds the function's import reference under :data:`REFERENCE_MEMO`;
+* an activity's Temporal *type* is its ``module:qualname`` reference and its activity id the
+  step number; its one argument is ``{"name", "input", "options"}``;
+* a signal is sent with two arguments, the payload and ``{"sender": ...}`` (one, the payload,
+  is accepted too: that is what ``temporal workflow signal --input`` sends);
+* the signal wait in progress is published in the memo under :data:`WAIT_MEMO`; timers carry
+  a summary ``step N: sleep`` or ``step N: timeout of signal 'x'`` so history can be read back;
+* a failed run ends with a Temporal ``ApplicationError`` whose type is the beluga error class
+  name and whose first detail is :func:`~beluga_workflows.interpreter.error_to_json`.
+
+Nothing here imports Django: the workflow module uses it inside the sandbox.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import temporalio.common
+import temporalio.exceptions
+from temporalio.client import WorkflowExecutionStatus
+
+from ...errors import NonDeterminismError, WorkflowError
+from ...interpreter import error_from_json, error_to_json
+from ...options import ActivityOptions, Status
+from ...registry import display_name
+
+#: Memo key holding the workflow function's ``module:qualname``, so any worker can import it.
+REFERENCE_MEMO = "beluga_reference"
+
+#: Memo key holding the signal wait a run is blocked on (absent when it is not waiting).
+WAIT_MEMO = "beluga_wait"
+
+_TIMER_SUMMARY = re.compile(r"^step (\d+): (sleep|timeout of signal)")
+_NONDETERMINISM = re.compile(r"(?:\[TMPRL1100\] )?Nondeterminism error", re.IGNORECASE)
+_ACTIVITY_MISMATCH = re.compile(r"scheduled event '([^']*)' does not match .* command '([^']*)'")
+
+STATUS_FROM_TEMPORAL = {
+    WorkflowExecutionStatus.RUNNING: Status.RUNNING,
+    WorkflowExecutionStatus.COMPLETED: Status.COMPLETED,
+    WorkflowExecutionStatus.FAILED: Status.FAILED,
+    WorkflowExecutionStatus.CANCELED: Status.CANCELED,
+    # An operator's `temporal workflow terminate`: the run did not finish its work.
+    WorkflowExecutionStatus.TERMINATED: Status.FAILED,
+    # We never continue-as-new; a run that did so by other means has finished its part.
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: Status.COMPLETED,
+    WorkflowExecutionStatus.TIMED_OUT: Status.TIMED_OUT,
+}
+
+STATUS_TO_QUERY = {
+    Status.RUNNING: "ExecutionStatus = 'Running'",
+    Status.COMPLETED: "ExecutionStatus IN ('Completed', 'ContinuedAsNew')",
+    Status.FAILED: "ExecutionStatus IN ('Failed', 'Terminated')",
+    Status.CANCELED: "ExecutionStatus = 'Canceled'",
+    Status.TIMED_OUT: "ExecutionStatus = 'TimedOut'",
+}
+
+
+def literal(value: str) -> str:
+    """``value`` as a string in a Temporal visibility query."""
+    if "\\" in value:
+        raise ValueError(f"{value!r} cannot be matched in a Temporal visibility query.")
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def status_from_temporal(status: WorkflowExecutionStatus | int | None) -> Status:
+    if status is None:
+        return Status.RUNNING
+    return STATUS_FROM_TEMPORAL[WorkflowExecutionStatus(status)]
+
+
+# Timers ----------------------------------------------------------------------------------
+
+
+def sleep_summary(step: int) -> str:
+    return f"step {step}: sleep"
+
+
+def signal_timeout_summary(step: int, name: str) -> str:
+    return f"step {step}: timeout of signal {name!r}"
+
+
+def parse_timer_summary(summary: str | None) -> tuple[int, str] | None:
+    """``(step, "sleep" | "signal_timeout")`` for a timer we started, else None."""
+    match = _TIMER_SUMMARY.match(summary or "")
+    if match is None:
+        return None
+    return int(match.group(1)), "sleep" if match.group(2) == "sleep" else "signal_timeout"
+
+
+# Activities ------------------------------------------------------------------------------
+
+
+def retry_policy(options: ActivityOptions) -> temporalio.common.RetryPolicy:
+    """Our RetryPolicy as Temporal's. Temporal has no jitter and wants max >= initial."""
+    retry = options.retry
+    initial = max(retry.initial_interval, timedelta(milliseconds=1))
+    return temporalio.common.RetryPolicy(
+        initial_interval=initial,
+        backoff_coefficient=retry.backoff_coefficient,
+        maximum_interval=max(retry.max_interval, initial),
+        maximum_attempts=retry.max_attempts,
+        non_retryable_error_types=retry.error_names(),
+    )
+
+
+def activity_failure(
+    err: temporalio.exceptions.ActivityError, name: str, options: ActivityOptions
+) -> tuple[int, dict[str, Any]]:
+    """``(attempts, {"type", "message"})`` of an activity that failed for good."""
+    cause = err.cause
+    attempt = 0
+    if isinstance(cause, temporalio.exceptions.ApplicationError):
+        detail = cause.details[0] if cause.details else None
+        if isinstance(detail, dict):
+            attempt = int(detail.get("attempt") or 0)
+        error = {"type": cause.type or "Error", "message": cause.message}
+    elif isinstance(cause, temporalio.exceptions.TimeoutError):
+        error = {
+            "type": "ActivityTimeoutError",
+            "message": f"{name!r} ran past its {options.timeout.total_seconds():g}s timeout.",
+        }
+    elif cause is not None:
+        error = {"type": type(cause).__name__, "message": getattr(cause, "message", str(cause))}
+    else:
+        error = {"type": "ActivityError", "message": err.message}
+    if not attempt:
+        exhausted = err.retry_state == temporalio.exceptions.RetryState.MAXIMUM_ATTEMPTS_REACHED
+        attempt = options.retry.max_attempts if exhausted else 1
+    return attempt, error
+
+
+# Workflow outcomes -----------------------------------------------------------------------
+
+
+def to_temporal_failure(error: BaseException) -> temporalio.exceptions.ApplicationError:
+    """How a failed beluga run ends in Temporal: the beluga error travels as the detail."""
+    data = error_to_json(error)
+    return temporalio.exceptions.ApplicationError(
+        str(error) or type(error).__name__, data, type=data["type"], non_retryable=True
+    )
+
+
+def error_json_from_failure(cause: BaseException | None) -> dict[str, Any]:
+    """The beluga ``error`` dict (as the default engine stores it) of a failed Temporal run."""
+    if isinstance(cause, temporalio.exceptions.ApplicationError):
+        detail = cause.details[0] if cause.details else None
+        if isinstance(detail, dict) and "type" in detail:
+            return detail
+    if isinstance(cause, temporalio.exceptions.TerminatedError):
+        return {"type": "WorkflowTerminated", "message": cause.message}
+    if cause is None:
+        return {"type": "Error", "message": "The workflow failed."}
+    message = getattr(cause, "message", None) or str(cause)
+    if _NONDETERMINISM.search(message):
+        return error_to_json(_nondeterminism(message))
+    kind = getattr(cause, "type", None) or type(cause).__name__
+    return {"type": kind, "message": message}
+
+
+def _nondeterminism(message: str) -> NonDeterminismError:
+    """Temporal's own finding (on replay, the code issued other commands than the history
+    recorded) as the error class the default engine raises."""
+    match = _ACTIVITY_MISMATCH.search(message)
+    if match:
+        recorded, now = (f"activity {display_name(m)!r}" for m in match.groups())
+        return NonDeterminismError(-1, recorded, now)
+    detail = _NONDETERMINISM.split(message, maxsplit=1)[-1].strip(" :") or message
+    return NonDeterminismError(-1, "other steps", f"something else (Temporal: {detail})")
+
+
+def error_from_failure(cause: BaseException | None) -> WorkflowError:
+    return error_from_json(error_json_from_failure(cause))

@@ -1,0 +1,331 @@
+"""The Temporal executor: start, signal, query and cancel beluga runs on a Temporal cluster.
+
+Everything a caller reads comes from Temporal itself — ``status()`` from describe, results and
+errors from the close event, ``describe``/``history`` from the run's history translated by
+:mod:`.translate` — so it is true whether or not a worker or the mirror is running. After
+start, signal and cancel the executor also refreshes the run's mirrored rows (see
+:mod:`.mirror`) so the admin and the REST API show the change at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError as TemporalAlreadyStarted
+from temporalio.service import RPCError, RPCStatusCode
+
+from ... import registry
+from ...errors import (
+    QueryError,
+    ResultTimeoutError,
+    WorkflowAlreadyStartedError,
+    WorkflowCanceledError,
+    WorkflowClosedError,
+    WorkflowError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
+from ...history import HistoryEvent
+from ...interpreter import error_from_json
+from ...options import Config, Signal, Status, WorkflowOptions, to_timedelta
+from ...serialization import ensure_json
+from ..base import DurableExecutor, WorkflowHandle, WorkflowState
+from . import client as temporal_client
+from . import convert
+from .translate import RunRecord, translate
+
+logger = logging.getLogger("beluga_workflows")
+
+
+def _not_found(exc: BaseException) -> bool:
+    return isinstance(exc, RPCError) and exc.status == RPCStatusCode.NOT_FOUND
+
+
+class TemporalHandle(WorkflowHandle):
+    def __init__(self, executor: TemporalExecutor, workflow_id: str, run_id: str) -> None:
+        self._executor = executor
+        self._id = workflow_id
+        self._run_id = run_id
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def status(self) -> Status:
+        return self._executor.run_status(self._id, self._run_id)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._executor.run_result(self._id, self._run_id, timeout)
+
+    def __repr__(self) -> str:
+        return f"<TemporalWorkflowHandle id={self._id!r} run_id={self._run_id!r}>"
+
+
+class TemporalExecutor(DurableExecutor):
+    """Runs beluga workflows on Temporal.
+
+    ``Config(extra={...})`` keys, each defaulting to ``BELUGA_WORKFLOWS["TEMPORAL"]``: ``host``,
+    ``namespace``, ``task_queue``, and optionally ``tls`` (True, or a
+    ``temporalio.service.TLSConfig``) and ``api_key`` (``TLS``/``API_KEY`` in the settings, for
+    Temporal Cloud). Also ``client`` (a connected ``temporalio.client.Client``, used as is),
+    ``mirror`` (keep the Django models in step, default True) and ``query_timeout`` (seconds a
+    custom query waits for a worker, default 10).
+    """
+
+    name = "temporal"
+
+    def __init__(self, config: Config | None = None) -> None:
+        extra = dict((config or Config()).extra)
+        self._client: Client | None = extra.get("client")
+        needed = {"host", "namespace", "task_queue"} - set(extra)
+        if self._client is not None:
+            needed -= {"host", "namespace"}
+        settings = _settings() if needed else {}
+        self.host: str = extra.get("host") or (
+            self._client.service_client.config.target_host if self._client else settings["HOST"]
+        )
+        self.namespace: str = extra.get("namespace") or (
+            self._client.namespace if self._client else settings["NAMESPACE"]
+        )
+        self.task_queue: str = extra.get("task_queue") or settings["TASK_QUEUE"]
+        self.tls: Any = extra.get("tls", settings.get("TLS", False))
+        self.api_key: str | None = extra.get("api_key", settings.get("API_KEY"))
+        self.mirror: bool = bool(extra.get("mirror", True))
+        self.query_timeout = float(extra.get("query_timeout", 10.0))
+
+    # -- plumbing --------------------------------------------------------------------------
+    async def connect(self) -> Client:
+        """A new connection (the worker's own), or the ready client this executor was given."""
+        if self._client is not None:
+            return self._client
+        return await Client.connect(
+            self.host, namespace=self.namespace, tls=self.tls, api_key=self.api_key
+        )
+
+    async def client(self) -> Client:
+        """The process-wide connection for calls from sync code (see :mod:`.client`)."""
+        if self._client is not None:
+            return self._client
+        return await temporal_client.shared(
+            (self.host, self.namespace, repr(self.tls), self.api_key), self.connect
+        )
+
+    def call(self, fn: Callable[[Client], Any], timeout: float | None = None) -> Any:
+        """Run ``await fn(client)`` on the client loop, from sync code."""
+
+        async def run() -> Any:
+            return await fn(await self.client())
+
+        return temporal_client.call(run(), timeout)
+
+    def _missing_or_closed(self, workflow_id: str, action: str) -> WorkflowError:
+        try:
+            status = self.run_status(workflow_id, None)
+        except WorkflowNotFoundError as exc:
+            return exc
+        return WorkflowClosedError(workflow_id, status.value, action)
+
+    def refresh_mirror(self, workflow_id: str, run_id: str | None = None) -> None:
+        """Copy the run into the Django models now (best effort: the worker's mirror retries)."""
+        if not self.mirror:
+            return
+        try:
+            from . import mirror
+
+            mirror.sync(self, workflow_id, run_id)
+        except Exception:
+            logger.warning("Could not mirror Temporal run %s yet", workflow_id, exc_info=True)
+
+    # -- starting --------------------------------------------------------------------------
+    def execute(
+        self, fn: Callable[..., Any], options: WorkflowOptions | None = None
+    ) -> WorkflowHandle:
+        return self._start(fn, options or WorkflowOptions())
+
+    def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
+        return self._start(registry.resolve_public(workflow_name), options or WorkflowOptions())
+
+    def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
+        name, reference = registry.workflow_name(fn), registry.reference(fn)
+        ensure_json(options.input, f"Input of workflow {name!r}")
+        workflow_id = options.id or str(uuid.uuid4())
+        timeout = to_timedelta(options.timeout, "WorkflowOptions.timeout")
+
+        async def start(client: Client) -> str:
+            handle = await client.start_workflow(
+                name,
+                options.input,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                execution_timeout=timeout or None,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                memo={convert.REFERENCE_MEMO: reference},
+            )
+            return handle.result_run_id or handle.first_execution_run_id or ""
+
+        try:
+            run_id = self.call(start)
+        except TemporalAlreadyStarted as exc:
+            raise WorkflowAlreadyStartedError(workflow_id) from exc
+        self.refresh_mirror(workflow_id, run_id)
+        return TemporalHandle(self, workflow_id, run_id)
+
+    # -- signals and cancel ----------------------------------------------------------------
+    def signal(self, workflow_id: str, signal: Signal) -> None:
+        if not isinstance(signal.name, str) or not signal.name:
+            raise ValueError("A signal needs a non-empty name.")
+        ensure_json(signal.payload, f"Payload of signal {signal.name!r}")
+
+        async def send(client: Client) -> None:
+            handle = client.get_workflow_handle(workflow_id)
+            await handle.signal(signal.name, args=[signal.payload, {"sender": signal.sender}])
+
+        try:
+            self.call(send)
+        except RPCError as exc:
+            if _not_found(exc):
+                raise self._missing_or_closed(workflow_id, f"signal {signal.name!r} to") from exc
+            raise
+        self.refresh_mirror(workflow_id)
+
+    def cancel(self, workflow_id: str, sender: str | None = None) -> None:
+        """Ask the run to stop; asking twice is harmless. A finished run is refused (Temporal
+        itself accepts a cancel request for a run that is already canceled)."""
+        status = self.run_status(workflow_id, None)
+        if status.is_closed:
+            raise WorkflowClosedError(workflow_id, status.value, "cancel")
+
+        async def cancel(client: Client) -> None:
+            await client.get_workflow_handle(workflow_id).cancel(reason=sender or "")
+
+        try:
+            self.call(cancel)
+        except RPCError as exc:
+            if _not_found(exc):
+                raise self._missing_or_closed(workflow_id, "cancel") from exc
+            raise
+        self.refresh_mirror(workflow_id)
+
+    # -- reading ---------------------------------------------------------------------------
+    def _describe(self, workflow_id: str, run_id: str | None) -> Any:
+        async def describe(client: Client) -> Any:
+            return await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+
+        try:
+            return self.call(describe)
+        except RPCError as exc:
+            if _not_found(exc):
+                raise WorkflowNotFoundError(workflow_id) from exc
+            raise
+
+    def run_status(self, workflow_id: str, run_id: str | None) -> Status:
+        return convert.status_from_temporal(self._describe(workflow_id, run_id).status)
+
+    def has_pending_task(self, workflow_id: str, run_id: str) -> bool:
+        """Whether a workflow task is scheduled or running (the history is about to grow)."""
+        description = self._describe(workflow_id, run_id)
+        return description.raw_description.HasField("pending_workflow_task")
+
+    def fetch_record(self, workflow_id: str, run_id: str | None = None) -> RunRecord:
+        """The run (the latest one with this id by default), read from its Temporal history."""
+        try:
+            return self.call(lambda client: read_record(client, workflow_id, run_id))  # type: ignore[no-any-return]
+        except RPCError as exc:
+            if _not_found(exc):
+                raise WorkflowNotFoundError(workflow_id) from exc
+            raise
+
+    def run_result(self, workflow_id: str, run_id: str, timeout: float | None) -> Any:
+        async def result(client: Client) -> Any:
+            handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+            try:
+                return await handle.result(follow_runs=False)
+            except WorkflowFailureError:
+                # Read the outcome as describe() and the mirror do, from the translated history.
+                record = await read_record(client, workflow_id, run_id)
+            _raise_for_outcome(workflow_id, record)
+
+        try:
+            return self.call(result, timeout)
+        except TimeoutError:
+            raise ResultTimeoutError(workflow_id, timeout) from None
+        except RPCError as exc:
+            if _not_found(exc):
+                raise WorkflowNotFoundError(workflow_id) from exc
+            raise
+
+    def query(self, workflow_id: str, query_type: str) -> Any:
+        if query_type == "status":
+            return self.run_status(workflow_id, None).value
+        if query_type in ("result", "history"):
+            record = self.fetch_record(workflow_id)
+            if query_type == "result":
+                return record.state.result
+            return [event.to_json() for event in record.events]
+
+        async def query(client: Client) -> Any:
+            return await client.get_workflow_handle(workflow_id).query(query_type)
+
+        try:
+            return self.call(query, self.query_timeout)
+        except WorkflowQueryFailedError as exc:
+            raise QueryError(str(exc)) from None
+        except TimeoutError:
+            raise QueryError(
+                f"No Temporal worker answered query {query_type!r} on {workflow_id!r} within "
+                f"{self.query_timeout:g}s; custom queries need `manage.py runworker` running."
+            ) from None
+        except RPCError as exc:
+            if _not_found(exc):
+                raise WorkflowNotFoundError(workflow_id) from exc
+            raise QueryError(str(exc)) from exc
+
+    def get_handle(self, workflow_id: str) -> WorkflowHandle:
+        return TemporalHandle(self, workflow_id, self._describe(workflow_id, None).run_id)
+
+    def describe(self, workflow_id: str) -> WorkflowState:
+        return self.fetch_record(workflow_id).state
+
+    def history(self, workflow_id: str) -> list[HistoryEvent]:
+        return self.fetch_record(workflow_id).events
+
+    def worker(self, concurrency: int = 4, **options: Any) -> Any:
+        from .worker import TemporalWorker
+
+        return TemporalWorker(self, concurrency=concurrency, **options)
+
+
+def _raise_for_outcome(workflow_id: str, record: RunRecord) -> None:
+    # As the default executor's raise_for_outcome, without importing Django's models.
+    status, error = record.state.status, record.state.error or {}
+    if status is Status.CANCELED:
+        raise WorkflowCanceledError(workflow_id)
+    if status is Status.TIMED_OUT:
+        raise WorkflowTimeoutError(workflow_id, record.timeout_seconds)
+    raise WorkflowFailedError(workflow_id, error_from_json(error))
+
+
+async def read_record(client: Client, workflow_id: str, run_id: str | None) -> RunRecord:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    if run_id is None:
+        run_id = (await handle.describe()).run_id
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    events = [event async for event in handle.fetch_history_events()]
+    return translate(workflow_id, run_id or "", events, client.data_converter)
+
+
+def _settings() -> dict[str, str]:
+    from ...conf import beluga_settings
+
+    return dict(beluga_settings.TEMPORAL)

@@ -1,0 +1,269 @@
+"""The Temporal mirror: keeps ``WorkflowRun``/``WorkflowEvent`` rows in step with Temporal.
+
+With the Temporal executor, Temporal is the system of record; the admin, the REST API and the
+CLI read our Django models. This module copies each run into them: the run row (status,
+input, result or error, ``waiting_for`` such as ``signal:approval`` with its deadline) and its
+history translated to our event vocabulary (:mod:`.translate`). **It is the only code outside
+:mod:`beluga_workflows.engine` that writes those rows**, and it never decides anything: every
+write is a copy of what Temporal says, so what the admin shows is true, at worst a moment late.
+
+Who calls it:
+
+* the executor, right after start, signal and cancel (:meth:`TemporalExecutor.refresh_mirror`);
+* :class:`MirrorLoop`, a thread of ``manage.py runworker``, for everything else: runs whose
+  workflow tasks this worker just ran (:mod:`.changes`), runs Temporal visibility lists as
+  started or closed lately (timeouts and terminations have no workflow task), and at start and
+  every few minutes every running run, both ways, to repair what a stopped worker missed. It
+  creates rows for running runs only (a finished run without a row may be one deleted on
+  purpose), so a run started outside beluga that finishes within one poll interval is not
+  listed.
+
+Writes are idempotent and monotonic: events are numbered by the translation (a pure fold, so a
+longer history never renumbers older events) and inserted with ``ignore_conflicts``; a copy
+older than what is stored is ignored. Mirrored runs carry ``{"temporal": {...}}`` in their
+``WorkflowStarted`` event, which tells them from the built-in engine's runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, close_old_connections, connections, transaction
+
+from ...errors import WorkflowNotFoundError
+from ...models import WorkflowEvent, WorkflowRun
+from ...options import Status
+from . import changes
+from .convert import literal, status_from_temporal
+from .translate import RunRecord
+
+if TYPE_CHECKING:
+    from .executor import TemporalExecutor
+
+logger = logging.getLogger("beluga_workflows")
+
+
+def _mirrored(queryset: Any) -> Any:
+    return queryset.filter(events__sequence=1, events__data__has_key="temporal")
+
+
+def write(record: RunRecord, create_closed: bool = True) -> None:
+    """Store ``record`` (a run as Temporal has it now) unless a newer copy is stored.
+
+    With ``create_closed=False`` a finished run gets no row if it has none yet: it may be one
+    just deleted on purpose (``forget``), which Temporal still shows for a while.
+    """
+    state = record.state
+    fields = {
+        "workflow_id": state.workflow_id,
+        "workflow_name": state.workflow,
+        "workflow_reference": record.reference,
+        "status": state.status.value,
+        "input": state.input,
+        "result": state.result,
+        "error": state.error,
+        "waiting_for": state.waiting_for,
+        "waiting_since": state.waiting_since,
+        "waiting_deadline": state.waiting_deadline,
+        "timeout_seconds": record.timeout_seconds,
+        "closed_at": record.closed_at,
+        "last_sequence": len(record.events),
+        "advance_requested_at": None,
+    }
+    for attempt in range(2):
+        try:
+            with transaction.atomic():
+                row = WorkflowRun.objects.select_for_update().filter(run_id=state.run_id).first()
+                if row is None and not create_closed and state.status is not Status.RUNNING:
+                    return
+                if row is None:
+                    row = WorkflowRun.objects.create(run_id=state.run_id, **fields)
+                    stored = 0
+                else:
+                    stored = row.last_sequence
+                if len(record.events) < stored:
+                    return  # an older copy than the one stored: keep the newer
+                WorkflowEvent.objects.bulk_create(
+                    [
+                        WorkflowEvent(
+                            run=row,
+                            sequence=event.sequence,
+                            type=event.type.value,
+                            step=event.step,
+                            name=event.name[:255],
+                            attempt=event.attempt,
+                            data=event.data,
+                            timestamp=event.timestamp,
+                        )
+                        for event in record.events
+                        if event.sequence > stored
+                    ],
+                    ignore_conflicts=True,
+                )
+                WorkflowRun.objects.filter(pk=row.pk).update(
+                    **fields, created_at=state.created_at, updated_at=state.updated_at
+                )
+                return
+        except IntegrityError:
+            if attempt:  # another process created the row first; the retry updates it
+                raise
+
+
+def sync(
+    executor: TemporalExecutor,
+    workflow_id: str,
+    run_id: str | None = None,
+    create_closed: bool = True,
+) -> RunRecord:
+    """Copy one run (the latest with this id by default) from Temporal into the models."""
+    record = executor.fetch_record(workflow_id, run_id)
+    if record.state.status is Status.RUNNING:
+        _close_stale(executor, workflow_id, record.state.run_id)
+    write(record, create_closed)
+    return record
+
+
+def _close_stale(executor: TemporalExecutor, workflow_id: str, run_id: str) -> None:
+    """Temporal runs one run per id at a time: rows still running for older runs are stale."""
+    stale = WorkflowRun.objects.filter(workflow_id=workflow_id, status=Status.RUNNING.value)
+    for row in stale.exclude(run_id=run_id):
+        if not _mirrored(WorkflowRun.objects.filter(pk=row.pk)).exists():
+            logger.error(
+                "Run %s of %r is running on the built-in engine; its Temporal run %s cannot "
+                "be mirrored until it ends.",
+                row.run_id,
+                workflow_id,
+                run_id,
+            )
+            continue
+        try:
+            write(executor.fetch_record(workflow_id, str(row.run_id)))
+        except WorkflowNotFoundError:
+            row.delete()  # gone from Temporal (retention): so is its copy
+
+
+def forget(workflow_id: str) -> int:
+    """Delete the mirrored rows of finished runs with this id (after deleting them in Temporal)."""
+    rows = _mirrored(WorkflowRun.objects.filter(workflow_id=workflow_id)).exclude(
+        status=Status.RUNNING.value
+    )
+    return rows.distinct().delete()[0]
+
+
+class MirrorLoop(threading.Thread):
+    """The mirror's thread in ``runworker``: copies changed runs every ``interval`` seconds."""
+
+    #: Seconds of overlap between visibility scans (visibility is eventually consistent).
+    OVERLAP = 10.0
+    #: How many ticks a run with a workflow task in flight is looked at again.
+    RECHECKS = 100
+
+    def __init__(
+        self, executor: TemporalExecutor, interval: float = 1.0, full_every: float = 300.0
+    ) -> None:
+        super().__init__(name="beluga-temporal-mirror", daemon=True)
+        self.executor = executor
+        self.interval = interval
+        self.full_every = full_every
+        self.stopping = threading.Event()
+        self.recheck: dict[tuple[str, str], int] = {}
+
+    def stop(self) -> None:
+        self.stopping.set()
+        changes.note("", "")  # wake the loop
+
+    def run(self) -> None:
+        next_full = 0.0
+        since = datetime.now(UTC)
+        while not self.stopping.is_set():
+            close_old_connections()
+            started = datetime.now(UTC)
+            try:
+                if time.monotonic() >= next_full:
+                    self.reconcile()
+                    next_full = time.monotonic() + self.full_every
+                self.tick(since - timedelta(seconds=self.OVERLAP))
+                since = started
+            except Exception:  # Temporal or the database away for a moment: try again
+                logger.exception("Mirroring Temporal runs failed; retrying")
+            changes.wait(self.interval)
+        connections.close_all()
+
+    def tick(self, since: datetime) -> None:
+        runs = dict.fromkeys(changes.take())
+        runs.update(dict.fromkeys(self.recheck))
+        runs.update(dict.fromkeys(self.recent(since)))
+        for workflow_id, run_id in runs:
+            if workflow_id:
+                self.sync_one(workflow_id, run_id)
+
+    def sync_one(self, workflow_id: str, run_id: str) -> None:
+        key = (workflow_id, run_id)
+        try:
+            busy = self.executor.has_pending_task(workflow_id, run_id)
+            sync(self.executor, workflow_id, run_id, create_closed=False)
+        except WorkflowNotFoundError:
+            # Left as it is: a worker pointed at the wrong cluster must not wipe the mirror.
+            logger.warning("Temporal has no run %s of %r; its rows are kept", run_id, workflow_id)
+            self.recheck.pop(key, None)
+            return
+        tries = self.recheck.pop(key, 0)
+        if busy and tries < self.RECHECKS:
+            self.recheck[key] = tries + 1  # its history is about to grow: look again
+
+    def recent(self, since: datetime) -> list[tuple[str, str]]:
+        """Runs on our task queue that visibility shows started or closed since ``since``."""
+        stamp = since.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        query = (
+            f"TaskQueue = {literal(self.executor.task_queue)} AND "
+            f"(StartTime > '{stamp}' OR CloseTime > '{stamp}')"
+        )
+        found = self.executor.call(lambda client: _list(client, query))
+        stored = dict(
+            WorkflowRun.objects.filter(run_id__in=[_uuid(r) for _, r, _ in found]).values_list(
+                "run_id", "status"
+            )
+        )
+        wanted = []
+        for workflow_id, run_id, status in found:
+            row_status = stored.get(_uuid(run_id))
+            # A new run needs its row, a closed one its outcome (see ``write`` for runs that
+            # closed before they had a row).
+            if (row_status is None and status is Status.RUNNING) or (
+                row_status == Status.RUNNING.value and status is not Status.RUNNING
+            ):
+                wanted.append((workflow_id, run_id))
+        return wanted
+
+    def reconcile(self) -> None:
+        """Every running run, both ways: rows Temporal closed, and runs without a row."""
+        query = f"TaskQueue = {literal(self.executor.task_queue)} AND ExecutionStatus = 'Running'"
+        running = {run_id: wid for wid, run_id, _ in self.executor.call(lambda c: _list(c, query))}
+        rows = WorkflowRun.objects.filter(
+            status=Status.RUNNING.value,
+            events__sequence=1,
+            events__data__temporal__task_queue=self.executor.task_queue,
+        )
+        stored = {str(run_id): wid for run_id, wid in rows.values_list("run_id", "workflow_id")}
+        for run_id, workflow_id in {**running, **stored}.items():
+            if run_id not in stored or run_id not in running:
+                self.sync_one(workflow_id, run_id)
+
+
+async def _list(client: Any, query: str) -> list[tuple[str, str, Status]]:
+    return [
+        (execution.id, execution.run_id, status_from_temporal(execution.status))
+        async for execution in client.list_workflows(query)
+    ]
+
+
+def _uuid(value: str) -> Any:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return value

@@ -1,0 +1,102 @@
+"""``TemporalWorkflowStore``: the ``WorkflowStore`` interface over Temporal itself.
+
+``list`` is a Temporal visibility query on the executor's task queue (newest first), so it
+sees every run Temporal has, including ones started with the Temporal CLI. Visibility holds
+summaries: listed states carry ids, workflow, status, times and a signal wait in progress
+(from the memo), but not input, result or error — ``load`` reads the full run from history.
+``save`` is refused: Temporal owns run state and only workflow code changes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecution
+from temporalio.service import RPCError
+
+from ...errors import WorkflowError, WorkflowNotFoundError
+from ...options import Config, Status
+from ...stores import WorkflowStore
+from ..base import WorkflowState
+from . import convert
+from .executor import TemporalExecutor
+
+
+class TemporalWorkflowStore(WorkflowStore):
+    def __init__(self, executor: TemporalExecutor | None = None, config: Config | None = None):
+        self.executor = executor or TemporalExecutor(config)
+
+    def save(self, state: WorkflowState) -> None:
+        raise WorkflowError(
+            "TemporalWorkflowStore cannot save run state: Temporal owns it, and only the "
+            "workflow (signals, cancel) changes it. Use the executor instead."
+        )
+
+    def load(self, workflow_id: str) -> WorkflowState:
+        return self.executor.describe(workflow_id)
+
+    def list(
+        self, status: Status | str | None = None, limit: int | None = None
+    ) -> list[WorkflowState]:
+        query = f"TaskQueue = {convert.literal(self.executor.task_queue)}"
+        if status is not None:
+            query += f" AND {convert.STATUS_TO_QUERY[Status(status)]}"
+
+        async def fetch(client: Client) -> list[WorkflowState]:
+            return [
+                await _state(execution)
+                async for execution in client.list_workflows(query, limit=limit)
+            ]
+
+        states: list[WorkflowState] = self.executor.call(fetch)
+        return sorted(states, key=lambda s: (s.created_at is not None, s.created_at), reverse=True)
+
+    def delete(self, workflow_id: str) -> None:
+        """Delete the finished runs with this id from Temporal, and their mirrored rows."""
+        from temporalio.api.common.v1 import WorkflowExecution as Execution
+        from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+
+        from . import mirror
+
+        query = f"WorkflowId = {convert.literal(workflow_id)}"
+
+        async def delete(client: Client) -> int:
+            executions = [e async for e in client.list_workflows(query)]
+            if not executions:
+                raise WorkflowNotFoundError(workflow_id)
+            if any(convert.status_from_temporal(e.status) is Status.RUNNING for e in executions):
+                raise WorkflowError(
+                    f"Workflow {workflow_id!r} is still running; cancel it before deleting it."
+                )
+            for execution in executions:
+                await client.workflow_service.delete_workflow_execution(
+                    DeleteWorkflowExecutionRequest(
+                        namespace=client.namespace,
+                        workflow_execution=Execution(
+                            workflow_id=workflow_id, run_id=execution.run_id
+                        ),
+                    )
+                )
+            return len(executions)
+
+        try:
+            self.executor.call(delete)
+        except RPCError as exc:
+            raise WorkflowError(f"Temporal refused to delete {workflow_id!r}: {exc}") from exc
+        mirror.forget(workflow_id)
+
+
+async def _state(execution: WorkflowExecution) -> WorkflowState:
+    memo: dict[str, Any] = dict(await execution.memo())
+    wait = memo.get(convert.WAIT_MEMO)
+    status = convert.status_from_temporal(execution.status)
+    waiting = wait if isinstance(wait, dict) and status is Status.RUNNING else None
+    return WorkflowState(
+        workflow_id=execution.id,
+        run_id=execution.run_id,
+        workflow=execution.workflow_type,
+        status=status,
+        created_at=execution.start_time,
+        updated_at=execution.close_time or execution.start_time,
+        waiting_for=f"signal:{waiting['signal']}" if waiting else "",
+    )

@@ -1,0 +1,359 @@
+"""Reading a run back from Temporal: its history in our event vocabulary, and its state.
+
+:func:`translate` is a pure left fold over Temporal's history events, so translating a longer
+history of the same run yields the same first events with the same sequence numbers — which
+lets the mirror append only what is new. It relies on the conventions in :mod:`.convert`:
+
+========================================  ==========================================
+Temporal event                             beluga event
+========================================  ==========================================
+WorkflowExecutionStarted                   WorkflowStarted (input, timeout)
+ActivityTaskScheduled (id = step)          ActivityScheduled (step, name, input, options)
+ActivityTaskCompleted                      ActivityCompleted (result, attempt)
+ActivityTaskFailed / TimedOut              ActivityFailed (error, attempt)
+TimerStarted ("step N: sleep")             TimerStarted
+TimerFired                                 TimerFired (sleep or signal_timeout)
+WorkflowPropertiesModified (wait memo)     SignalWaitStarted
+WorkflowExecutionSignaled                  SignalReceived (payload, sender)
+WorkflowExecutionCancelRequested           CancelRequested
+WorkflowExecution{Completed,Failed,...}    Workflow{Completed,Failed,Canceled,TimedOut}
+========================================  ==========================================
+
+Activity retries happen inside Temporal, so there are no ``ActivityAttemptFailed`` events;
+the final failure carries its attempt number. A terminated run reads as failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.history.v1 import HistoryEvent as TemporalEvent
+from temporalio.converter import DataConverter
+
+from ...errors import NonDeterminismError, WorkflowTimeoutError
+from ...history import EventType, HistoryEvent, describe
+from ...interpreter import error_to_json
+from ...options import Status
+from ...registry import display_name
+from ..base import WorkflowState
+from . import convert
+
+
+@dataclass
+class RunRecord:
+    """One Temporal run as our models describe it."""
+
+    state: WorkflowState
+    events: list[HistoryEvent]
+    reference: str
+    task_queue: str
+    timeout_seconds: float | None
+    closed_at: datetime | None
+
+
+def _time(event: TemporalEvent) -> datetime:
+    return event.event_time.ToDatetime(tzinfo=UTC)
+
+
+class _Reader:
+    def __init__(self, workflow_id: str, run_id: str, converter: DataConverter) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.payloads = converter.payload_converter
+        self.failures = converter.failure_converter
+        self.events: list[HistoryEvent] = []
+        self.name = ""
+        self.reference = ""
+        self.task_queue = ""
+        self.input: Any = None
+        self.timeout: float | None = None
+        self.status = Status.RUNNING
+        self.result: Any = None
+        self.error: dict[str, Any] | None = None
+        self.created_at: datetime | None = None
+        self.updated_at: datetime | None = None
+        self.closed_at: datetime | None = None
+        self.activities: dict[int, tuple[int, str]] = {}  # scheduled event id -> step, name
+        self.attempts: dict[int, int] = {}  # scheduled event id -> attempt that started
+        self.open_activities: dict[int, datetime] = {}
+        self.timers: dict[str, tuple[int, str]] = {}  # timer id -> step, kind
+        self.open_sleeps: dict[str, tuple[int, datetime, datetime]] = {}
+        self.wait: dict[str, Any] | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def values(self, payloads: Payloads) -> list[Any]:
+        return (
+            list(self.payloads.from_payloads(list(payloads.payloads))) if payloads.payloads else []
+        )
+
+    def value(self, payload: Payload) -> Any:
+        return self.payloads.from_payload(payload) if payload.data or payload.metadata else None
+
+    def add(self, kind: EventType, at: datetime, **fields: Any) -> None:
+        fields.setdefault("data", {})
+        self.events.append(HistoryEvent(len(self.events) + 1, kind, at, **fields))
+
+    def failure(self, failure: Any) -> BaseException:
+        return self.failures.from_failure(failure, self.payloads)
+
+    # -- the fold --------------------------------------------------------------------------
+    def read(self, event: TemporalEvent) -> None:
+        kind = event.WhichOneof("attributes")
+        at = _time(event)
+        self.updated_at = at
+        if kind is None:
+            return
+        handler = getattr(self, f"on_{kind}", None)
+        if handler is not None:
+            handler(event, getattr(event, kind), at)
+
+    def on_workflow_execution_started_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self.name = a.workflow_type.name
+        self.task_queue = a.task_queue.name
+        args = self.values(a.input)
+        self.input = args[0] if args else None
+        if a.HasField("workflow_execution_timeout") and a.workflow_execution_timeout.ToTimedelta():
+            self.timeout = a.workflow_execution_timeout.ToTimedelta().total_seconds()
+        self.created_at = at
+        if convert.REFERENCE_MEMO in a.memo.fields:
+            self.reference = str(self.value(a.memo.fields[convert.REFERENCE_MEMO]) or "")
+        data = {
+            "input": self.input,
+            "timeout": self.timeout,
+            "temporal": {"task_queue": self.task_queue},
+        }
+        self.add(EventType.WORKFLOW_STARTED, at, name=self.name, data=data)
+
+    def on_activity_task_scheduled_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        args = self.values(a.input)
+        spec = args[0] if args and isinstance(args[0], dict) else {}
+        step = int(a.activity_id) if a.activity_id.isdigit() else None
+        name = spec.get("name") or display_name(a.activity_type.name)
+        self.activities[event.event_id] = (step if step is not None else -1, name)
+        self.open_activities[event.event_id] = at
+        data = {"input": spec.get("input"), "options": spec.get("options")}
+        self.add(EventType.ACTIVITY_SCHEDULED, at, step=step, name=name, attempt=1, data=data)
+
+    def on_activity_task_started_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        self.attempts[a.scheduled_event_id] = a.attempt
+
+    def on_activity_task_completed_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        step, name = self.activities.get(a.scheduled_event_id, (-1, ""))
+        self.open_activities.pop(a.scheduled_event_id, None)
+        values = self.values(a.result)
+        self.add(
+            EventType.ACTIVITY_COMPLETED,
+            at,
+            step=step,
+            name=name,
+            attempt=self.attempts.get(a.scheduled_event_id, 1),
+            data={"result": values[0] if values else None},
+        )
+
+    def _activity_failed(self, a: Any, at: datetime, error: dict[str, Any]) -> None:
+        step, name = self.activities.get(a.scheduled_event_id, (-1, ""))
+        self.open_activities.pop(a.scheduled_event_id, None)
+        attempt = self.attempts.get(a.scheduled_event_id, 1)
+        self.add(
+            EventType.ACTIVITY_FAILED,
+            at,
+            step=step,
+            name=name,
+            attempt=attempt,
+            data={"error": error},
+        )
+
+    def on_activity_task_failed_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        cause = self.failure(a.failure)
+        error = {
+            "type": getattr(cause, "type", None) or type(cause).__name__,
+            "message": getattr(cause, "message", str(cause)),
+        }
+        self._activity_failed(a, at, error)
+
+    def on_activity_task_timed_out_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        _, name = self.activities.get(a.scheduled_event_id, (-1, ""))
+        error = {"type": "ActivityTimeoutError", "message": f"{name!r} ran past its timeout."}
+        self._activity_failed(a, at, error)
+
+    def on_activity_task_cancel_requested_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self.open_activities.pop(a.scheduled_event_id, None)
+
+    def on_timer_started_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        summary = (
+            self.value(event.user_metadata.summary) if event.HasField("user_metadata") else None
+        )
+        parsed = convert.parse_timer_summary(summary if isinstance(summary, str) else None)
+        if parsed is None:
+            return
+        step, kind = parsed
+        self.timers[a.timer_id] = parsed
+        if kind == "sleep":
+            duration = a.start_to_fire_timeout.ToTimedelta()
+            self.open_sleeps[a.timer_id] = (step, at, at + duration)
+            data = {"duration": duration.total_seconds(), "fire_at": (at + duration).isoformat()}
+            self.add(EventType.TIMER_STARTED, at, step=step, name="sleep", data=data)
+
+    def on_timer_fired_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        self.open_sleeps.pop(a.timer_id, None)
+        if a.timer_id in self.timers:
+            step, kind = self.timers[a.timer_id]
+            self.add(EventType.TIMER_FIRED, at, step=step, name=kind)
+
+    def on_timer_canceled_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        self.open_sleeps.pop(a.timer_id, None)
+
+    def on_workflow_properties_modified_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        if convert.WAIT_MEMO not in a.upserted_memo.fields:
+            return
+        wait = self.value(a.upserted_memo.fields[convert.WAIT_MEMO])
+        self.wait = wait if isinstance(wait, dict) else None
+        if self.wait:
+            data = {"timeout": self.wait.get("timeout"), "deadline": self.wait.get("deadline")}
+            self.add(
+                EventType.SIGNAL_WAIT_STARTED,
+                at,
+                step=self.wait.get("step"),
+                name=self.wait.get("signal", ""),
+                data=data,
+            )
+
+    def on_workflow_execution_signaled_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        args = self.values(a.input)
+        meta = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+        sender = meta.get("sender") if meta else (a.identity or None)
+        data = {"payload": args[0] if args else None, "sender": sender}
+        self.add(EventType.SIGNAL_RECEIVED, at, name=a.signal_name, data=data)
+
+    def on_workflow_execution_cancel_requested_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self.add(EventType.CANCEL_REQUESTED, at, data={"sender": a.cause or a.identity or None})
+
+    def _close(self, status: Status, at: datetime) -> None:
+        self.status, self.closed_at, self.wait = status, at, None
+        self.open_activities.clear()
+        self.open_sleeps.clear()
+
+    def on_workflow_execution_completed_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        values = self.values(a.result)
+        self.result = values[0] if values else None
+        self._close(Status.COMPLETED, at)
+        self.add(EventType.WORKFLOW_COMPLETED, at, data={"result": self.result})
+
+    def on_workflow_execution_continued_as_new_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self._close(Status.COMPLETED, at)
+        self.add(EventType.WORKFLOW_COMPLETED, at, data={"continued_as": a.new_execution_run_id})
+
+    def _failed(self, error: dict[str, Any], at: datetime) -> None:
+        self.error = error
+        self._close(Status.FAILED, at)
+        self.add(EventType.WORKFLOW_FAILED, at, data={"error": error})
+
+    def on_workflow_execution_failed_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        error = convert.error_json_from_failure(self.failure(a.failure))
+        if error.get("type") == "NonDeterminismError" and error.get("step") == -1:
+            error = self.locate(error)
+        self._failed(error, at)
+
+    def locate(self, error: dict[str, Any]) -> dict[str, Any]:
+        """Temporal's non-determinism message names the recorded activity, not its step."""
+        steps = {
+            e.step
+            for e in self.events
+            if e.type is EventType.ACTIVITY_SCHEDULED
+            and e.step is not None
+            and describe(e.type, e.name) == error["expected"]
+        }
+        if len(steps) != 1:
+            return error
+        return error_to_json(NonDeterminismError(steps.pop(), error["expected"], error["got"]))
+
+    def on_workflow_execution_terminated_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self._failed({"type": "WorkflowTerminated", "message": a.reason or "Terminated."}, at)
+
+    def on_workflow_execution_canceled_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self._close(Status.CANCELED, at)
+        self.add(EventType.WORKFLOW_CANCELED, at)
+
+    def on_workflow_execution_timed_out_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self.error = error_to_json(WorkflowTimeoutError(self.workflow_id, self.timeout))
+        self._close(Status.TIMED_OUT, at)
+        self.add(EventType.WORKFLOW_TIMED_OUT, at, data={"error": self.error})
+
+    # -- the result ------------------------------------------------------------------------
+    def waiting(self) -> tuple[str, datetime | None, datetime | None]:
+        """What the run is blocked on, as the built-in engine labels it."""
+        if self.wait:
+            since, deadline = self.wait.get("since"), self.wait.get("deadline")
+            return (
+                f"signal:{self.wait.get('signal', '')}",
+                datetime.fromisoformat(since) if since else None,
+                datetime.fromisoformat(deadline) if deadline else None,
+            )
+        if self.open_activities:
+            scheduled_id = list(self.open_activities)[-1]
+            return (
+                f"activity:{self.activities[scheduled_id][1]}",
+                self.open_activities[scheduled_id],
+                None,
+            )
+        if self.open_sleeps:
+            _, since, fire_at = list(self.open_sleeps.values())[-1]
+            return "timer:sleep", since, fire_at
+        return "", None, None
+
+    def record(self) -> RunRecord:
+        waiting_for, since, deadline = self.waiting()
+        state = WorkflowState(
+            workflow_id=self.workflow_id,
+            run_id=self.run_id,
+            workflow=self.name,
+            status=self.status,
+            input=self.input,
+            result=self.result,
+            error=self.error,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            waiting_for=waiting_for,
+            waiting_since=since,
+            waiting_deadline=deadline,
+        )
+        return RunRecord(
+            state, self.events, self.reference, self.task_queue, self.timeout, self.closed_at
+        )
+
+
+def translate(
+    workflow_id: str,
+    run_id: str,
+    events: list[TemporalEvent],
+    converter: DataConverter | None = None,
+) -> RunRecord:
+    reader = _Reader(workflow_id, run_id, converter or DataConverter.default)
+    for event in events:
+        reader.read(event)
+    return reader.record()
