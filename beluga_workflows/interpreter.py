@@ -303,7 +303,7 @@ class WorkflowContext:
 
         def resolve(event: HistoryEvent) -> tuple[bool, Any]:
             if event.type is EventType.TIMER_FIRED:
-                raise SignalTimeoutError(name, delta.total_seconds() if delta else None)
+                raise SignalTimeoutError(name, delta.total_seconds() if delta is not None else None)
             return False, None
 
         return self._m.step(command, resolve, from_buffer)  # type: ignore[no-any-return]

@@ -47,6 +47,7 @@ from .options import (
 from .registry import defn
 
 if TYPE_CHECKING:  # loaded lazily below: they need Django models
+    from .executors.temporal.store import TemporalWorkflowStore
     from .stores import DjangoWorkflowStore, InMemoryWorkflowStore, WorkflowStore
 
 #: ``workflow.list()`` -> the registered executor names, as in the Beluga registry.
@@ -72,6 +73,7 @@ __all__ = [
     "RetryPolicy",
     "Signal",
     "SignalTimeoutError",
+    "TemporalWorkflowStore",
     "Status",
     "WorkflowAlreadyStartedError",
     "WorkflowCanceledError",
@@ -96,6 +98,7 @@ __all__ = [
 ]
 
 _LAZY = {"WorkflowStore", "DjangoWorkflowStore", "InMemoryWorkflowStore"}
+_TEMPORAL_LAZY = {"TemporalWorkflowStore"}
 
 
 def __getattr__(name: str) -> Any:
@@ -103,4 +106,8 @@ def __getattr__(name: str) -> Any:
         from . import stores
 
         return getattr(stores, name)
+    if name in _TEMPORAL_LAZY:
+        from .executors.temporal import store
+
+        return getattr(store, name)
     raise AttributeError(f"module 'beluga_workflows.workflow' has no attribute {name!r}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from ..errors import WorkflowCanceledError, WorkflowFailedError, WorkflowTimeoutError
 from ..history import HistoryEvent
 from ..options import Signal, Status, WorkflowOptions
 
@@ -47,6 +48,20 @@ class WorkflowState:
             "waiting_since": iso(self.waiting_since),
             "waiting_deadline": iso(self.waiting_deadline),
         }
+
+
+def raise_for_outcome(
+    workflow_id: str, status: Status, error: dict[str, Any] | None, timeout: float | None = None
+) -> None:
+    """What ``handle.result()`` raises for a run that did not complete (same on every executor)."""
+    from ..interpreter import error_from_json
+
+    if status is Status.FAILED:
+        raise WorkflowFailedError(workflow_id, error_from_json(error or {}))
+    if status is Status.CANCELED:
+        raise WorkflowCanceledError(workflow_id)
+    if status is Status.TIMED_OUT:
+        raise WorkflowTimeoutError(workflow_id, (error or {}).get("timeout", timeout))
 
 
 class WorkflowHandle(abc.ABC):

@@ -11,15 +11,12 @@ from ..engine import runs
 from ..engine.store import latest_run, load_history
 from ..errors import (
     ResultTimeoutError,
-    WorkflowCanceledError,
-    WorkflowFailedError,
-    WorkflowTimeoutError,
 )
 from ..history import HistoryEvent
-from ..interpreter import Replayer, RunInfo, error_from_json, run_query
+from ..interpreter import Replayer, RunInfo, run_query
 from ..models import WorkflowRun
 from ..options import Config, Signal, Status, WorkflowOptions
-from .base import DurableExecutor, WorkflowHandle, WorkflowState
+from .base import DurableExecutor, WorkflowHandle, WorkflowState, raise_for_outcome
 
 
 def run_state(run: WorkflowRun) -> WorkflowState:
@@ -37,15 +34,6 @@ def run_state(run: WorkflowRun) -> WorkflowState:
         waiting_since=run.waiting_since,
         waiting_deadline=run.waiting_deadline,
     )
-
-
-def raise_for_outcome(workflow_id: str, status: Status, error: dict[str, Any] | None) -> None:
-    if status is Status.FAILED:
-        raise WorkflowFailedError(workflow_id, error_from_json(error or {}))
-    if status is Status.CANCELED:
-        raise WorkflowCanceledError(workflow_id)
-    if status is Status.TIMED_OUT:
-        raise WorkflowTimeoutError(workflow_id, (error or {}).get("timeout"))
 
 
 class DefaultHandle(WorkflowHandle):

@@ -24,18 +24,14 @@ from ...errors import (
     QueryError,
     ResultTimeoutError,
     WorkflowAlreadyStartedError,
-    WorkflowCanceledError,
     WorkflowClosedError,
     WorkflowError,
-    WorkflowFailedError,
     WorkflowNotFoundError,
-    WorkflowTimeoutError,
 )
 from ...history import HistoryEvent
-from ...interpreter import error_from_json
 from ...options import Config, Signal, Status, WorkflowOptions, to_timedelta
 from ...serialization import ensure_json
-from ..base import DurableExecutor, WorkflowHandle, WorkflowState
+from ..base import DurableExecutor, WorkflowHandle, WorkflowState, raise_for_outcome
 from . import client as temporal_client
 from . import convert
 from .translate import RunRecord, translate
@@ -254,7 +250,9 @@ class TemporalExecutor(DurableExecutor):
             except WorkflowFailureError:
                 # Read the outcome as describe() and the mirror do, from the translated history.
                 record = await read_record(client, workflow_id, run_id)
-            _raise_for_outcome(workflow_id, record)
+            raise_for_outcome(
+                workflow_id, record.state.status, record.state.error, record.timeout_seconds
+            )
 
         try:
             return self.call(result, timeout)
@@ -304,16 +302,6 @@ class TemporalExecutor(DurableExecutor):
         from .worker import TemporalWorker
 
         return TemporalWorker(self, concurrency=concurrency, **options)
-
-
-def _raise_for_outcome(workflow_id: str, record: RunRecord) -> None:
-    # As the default executor's raise_for_outcome, without importing Django's models.
-    status, error = record.state.status, record.state.error or {}
-    if status is Status.CANCELED:
-        raise WorkflowCanceledError(workflow_id)
-    if status is Status.TIMED_OUT:
-        raise WorkflowTimeoutError(workflow_id, record.timeout_seconds)
-    raise WorkflowFailedError(workflow_id, error_from_json(error))
 
 
 async def read_record(client: Client, workflow_id: str, run_id: str | None) -> RunRecord:
