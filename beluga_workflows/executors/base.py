@@ -67,13 +67,20 @@ def raise_for_outcome(
 class WorkflowHandle(abc.ABC):
     """A started run: its ids, its status, and a way to wait for its result."""
 
-    @property
-    @abc.abstractmethod
-    def id(self) -> str: ...
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        self._id = workflow_id
+        self._run_id = run_id
 
     @property
-    @abc.abstractmethod
-    def run_id(self) -> str: ...
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self._id!r} run_id={self._run_id!r}>"
 
     @abc.abstractmethod
     def status(self) -> Status: ...

@@ -37,18 +37,6 @@ def run_state(run: WorkflowRun) -> WorkflowState:
 
 
 class DefaultHandle(WorkflowHandle):
-    def __init__(self, workflow_id: str, run_id: str) -> None:
-        self._id = workflow_id
-        self._run_id = run_id
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def run_id(self) -> str:
-        return self._run_id
-
     def _run(self) -> WorkflowRun:
         return WorkflowRun.objects.get(run_id=self._run_id)
 
@@ -70,9 +58,6 @@ class DefaultHandle(WorkflowHandle):
                 delay if deadline is None else min(delay, max(0, deadline - time.monotonic()))
             )
             delay = min(delay * 1.5, 0.5)
-
-    def __repr__(self) -> str:
-        return f"<WorkflowHandle id={self._id!r} run_id={self._run_id!r}>"
 
 
 class DefaultExecutor(DurableExecutor):

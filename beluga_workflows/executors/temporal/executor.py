@@ -45,26 +45,14 @@ def _not_found(exc: BaseException) -> bool:
 
 class TemporalHandle(WorkflowHandle):
     def __init__(self, executor: TemporalExecutor, workflow_id: str, run_id: str) -> None:
+        super().__init__(workflow_id, run_id)
         self._executor = executor
-        self._id = workflow_id
-        self._run_id = run_id
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def run_id(self) -> str:
-        return self._run_id
 
     def status(self) -> Status:
         return self._executor.run_status(self._id, self._run_id)
 
     def result(self, timeout: float | None = None) -> Any:
         return self._executor.run_result(self._id, self._run_id, timeout)
-
-    def __repr__(self) -> str:
-        return f"<TemporalWorkflowHandle id={self._id!r} run_id={self._run_id!r}>"
 
 
 class TemporalExecutor(DurableExecutor):
