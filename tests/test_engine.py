@@ -37,6 +37,7 @@ def wait_for(executor, workflow_id, waiting_for, timeout=20):
     )
 
 
+@pytest.mark.broker
 @pytest.mark.core
 @pytest.mark.parametrize("payload, expected", [(True, "Final Report"), (False, "rejected")])
 def test_tutorial_waits_for_approval_then_finishes(worker, executor, payload, expected):
@@ -193,6 +194,7 @@ def completed_steps(run_id):
     )
 
 
+@pytest.mark.broker
 @pytest.mark.core
 def test_kill9_mid_run_loses_nothing_and_reruns_no_finished_activity(worker, executor, counter_dir):
     n = 6
@@ -213,6 +215,7 @@ def test_kill9_mid_run_loses_nothing_and_reruns_no_finished_activity(worker, exe
     assert sequences == list(range(1, len(sequences) + 1))
 
 
+@pytest.mark.broker
 def test_kill9_while_sleeping_then_the_timer_still_fires(worker, executor):
     handle = start(executor, wf.sleeper, 2)
     wait_for(executor, handle.id, "timer:sleep")
@@ -222,6 +225,7 @@ def test_kill9_while_sleeping_then_the_timer_still_fires(worker, executor):
     assert handle.result(timeout=30) >= 2
 
 
+@pytest.mark.broker
 def test_duplicate_messages_never_duplicate_events(worker, executor, counter_dir):
     from beluga_workflows import tasks
     from beluga_workflows.models import ActivityTask
@@ -238,6 +242,7 @@ def test_duplicate_messages_never_duplicate_events(worker, executor, counter_dir
     assert run_count(counter_dir, "start-0") == run_count(counter_dir, "start-1") == 1
 
 
+@pytest.mark.broker
 def test_several_workers_share_runs_without_double_execution(worker_factory, executor, counter_dir):
     worker_factory(concurrency=2)
     worker_factory(concurrency=2)
