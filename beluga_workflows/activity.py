@@ -1,9 +1,16 @@
-"""What an activity function gets: who it runs for, its attempt, heartbeats, cancellation."""
+"""What an activity function gets: who it runs for, its attempt, heartbeats, cancellation.
+
+The context is the same whichever executor runs the activity; the executor hands it two
+functions — how to record a heartbeat and how to learn that the attempt was cancelled — so
+this module touches neither Django nor Temporal.
+"""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
+
+from .serialization import ensure_json
 
 
 class ActivityContext:
@@ -19,45 +26,23 @@ class ActivityContext:
         run_id: str,
         activity_id: str,
         attempt: int,
-        task_pk: int | None = None,
-        cancelled: threading.Event | None = None,
+        *,
+        on_heartbeat: Callable[[Any], None] | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.activity_id = activity_id
         self.attempt = attempt
-        self._task_pk = task_pk
-        self._cancelled = cancelled or threading.Event()
-        self._heartbeat_hook: Any = None
+        self._on_heartbeat = on_heartbeat
+        self._cancelled = cancelled
 
     def heartbeat(self, details: Any = None) -> None:
-        """Record progress (JSON) so operators see it; also how a long activity notices cancel."""
-        if self._heartbeat_hook is not None:
-            self._heartbeat_hook(details)
-            return
-        if self._task_pk is None:
-            return
-        from django.utils import timezone
-
-        from .models import ActivityTask
-        from .serialization import ensure_json
-
+        """Record progress (JSON) so operators see it; long activities call it regularly."""
         ensure_json(details, "Heartbeat details")
-        ActivityTask.objects.filter(pk=self._task_pk).update(
-            heartbeat=details, heartbeat_at=timezone.now()
-        )
+        if self._on_heartbeat is not None:
+            self._on_heartbeat(details)
 
     def is_cancelled(self) -> bool:
-        """True once the run was canceled or this attempt timed out; stop work then."""
-        if self._cancelled.is_set():
-            return True
-        if self._task_pk is None:
-            return False
-        from .models import ActivityTask
-
-        state = (
-            ActivityTask.objects.filter(pk=self._task_pk).values_list("state", "attempt").first()
-        )
-        if state is None or state[0] != ActivityTask.State.SCHEDULED or state[1] != self.attempt:
-            self._cancelled.set()
-        return self._cancelled.is_set()
+        """True once the run was canceled or this attempt timed out: stop work then."""
+        return self._cancelled() if self._cancelled is not None else False

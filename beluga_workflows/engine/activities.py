@@ -79,14 +79,33 @@ def run_attempt(task_pk: int, attempt: int) -> None:
         steps.finish_activity(task_pk, attempt, **outcome)
 
 
+def record_heartbeat(task_pk: int, attempt: int, details: Any) -> None:
+    ActivityTask.objects.filter(pk=task_pk, attempt=attempt).update(
+        heartbeat=details, heartbeat_at=timezone.now()
+    )
+
+
+def attempt_is_current(task_pk: int, attempt: int) -> bool:
+    """Still the attempt the engine waits for (not timed out, retried or canceled)?"""
+    return ActivityTask.objects.filter(
+        pk=task_pk, attempt=attempt, state=ActivityTask.State.SCHEDULED
+    ).exists()
+
+
 def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
-    cancelled = threading.Event()
+    timed_out = threading.Event()
+
+    def cancelled() -> bool:
+        if not timed_out.is_set() and not attempt_is_current(task.pk, task.attempt):
+            timed_out.set()  # canceled, or replaced by a retry: it stays so
+        return timed_out.is_set()
+
     ctx = ActivityContext(
         workflow_id=task.run.workflow_id,
         run_id=str(task.run.run_id),
         activity_id=f"{task.run.run_id}:{task.step}",
         attempt=task.attempt,
-        task_pk=task.pk,
+        on_heartbeat=lambda details: record_heartbeat(task.pk, task.attempt, details),
         cancelled=cancelled,
     )
     box: dict[str, Any] = {}
@@ -107,7 +126,7 @@ def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        cancelled.set()
+        timed_out.set()
         timeout = ActivityTimeoutError(
             f"Attempt {task.attempt} of {task.name!r} ran past its {seconds:.3g}s timeout."
         )

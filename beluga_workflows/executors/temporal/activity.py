@@ -13,7 +13,6 @@ heartbeats. No exception is thrown into the activity's thread, as in the built-i
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,17 +24,6 @@ from ... import registry
 from ...activity import ActivityContext
 from ...errors import InvalidPayloadError
 from ...serialization import ensure_json
-
-
-class _Cancellation(threading.Event):
-    """``ActivityContext``'s cancel flag, answered by Temporal's."""
-
-    def is_set(self) -> bool:
-        return super().is_set() or activity.is_cancelled()
-
-
-def _heartbeat(details: Any) -> None:
-    activity.heartbeat(ensure_json(details, "Heartbeat details"))
 
 
 @activity.defn(dynamic=True, no_thread_cancel_exception=True)
@@ -52,9 +40,9 @@ def beluga_activity(args: Sequence[RawValue]) -> Any:
         run_id=info.workflow_run_id or "",
         activity_id=f"{info.workflow_run_id}:{info.activity_id}",
         attempt=info.attempt,
-        cancelled=_Cancellation(),
+        on_heartbeat=activity.heartbeat,
+        cancelled=activity.is_cancelled,
     )
-    ctx._heartbeat_hook = _heartbeat
     close_old_connections()
     try:
         fn = registry.resolve(info.activity_type)
