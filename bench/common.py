@@ -26,7 +26,7 @@ LOGS = ROOT / ".data" / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.harness import TemporalDevServer, WorkerProcess  # noqa: E402
+from tests.harness import TemporalDevServer, WorkerProcess, run_writers  # noqa: E402,F401
 
 #: Workflow names of the benchmark workflows; their rows are deleted before each benchmark.
 BENCH_PREFIX = "bench_"
@@ -209,30 +209,6 @@ def cluster_xid() -> int:
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
-        return int(cursor.fetchone()[0])
-
-
-def run_writers(run_id: str) -> int:
-    """Distinct transactions that wrote a run's rows (each row's ``xmin``). Events are never
-    updated, so every transaction that appended one is counted; not disturbed by other users
-    of the cluster. The same query as the engine's N + 2 test."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT count(DISTINCT x) FROM (
-                SELECT r.xmin::text AS x FROM beluga_workflows_workflowrun r WHERE r.run_id = %s
-                UNION ALL
-                SELECT e.xmin::text FROM beluga_workflows_workflowevent e
-                  JOIN beluga_workflows_workflowrun r ON r.id = e.run_id WHERE r.run_id = %s
-                UNION ALL
-                SELECT t.xmin::text FROM beluga_workflows_activitytask t
-                  JOIN beluga_workflows_workflowrun r ON r.id = t.run_id WHERE r.run_id = %s
-            ) AS writers
-            """,
-            [run_id] * 3,
-        )
         return int(cursor.fetchone()[0])
 
 

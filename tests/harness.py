@@ -323,3 +323,30 @@ def purge_broker(app: Any) -> int:
             with contextlib.suppress(Exception), conn.channel() as channel:
                 purged += channel.queue_purge(name) or 0
     return purged
+
+
+# What the engine wrote.
+
+
+def run_writers(run_id: str) -> int:
+    """Distinct transactions that wrote a run's rows (each row's ``xmin``). Events are never
+    updated, so every transaction that appended one is counted; not disturbed by other users
+    of the cluster. Used by the N + 2 test and the benchmarks."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT count(DISTINCT x) FROM (
+                SELECT r.xmin::text AS x FROM beluga_workflows_workflowrun r WHERE r.run_id = %s
+                UNION ALL
+                SELECT e.xmin::text FROM beluga_workflows_workflowevent e
+                  JOIN beluga_workflows_workflowrun r ON r.id = e.run_id WHERE r.run_id = %s
+                UNION ALL
+                SELECT t.xmin::text FROM beluga_workflows_activitytask t
+                  JOIN beluga_workflows_workflowrun r ON r.id = t.run_id WHERE r.run_id = %s
+            ) AS writers
+            """,
+            [run_id] * 3,
+        )
+        return int(cursor.fetchone()[0])

@@ -11,7 +11,7 @@ from beluga_workflows import workflow
 from beluga_workflows.models import WorkflowEvent, WorkflowRun
 from project.demo.workflows import research_workflow
 from tests import workflows_engine as wf
-from tests.harness import run_count, wait_until
+from tests.harness import run_count, run_writers, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -266,37 +266,13 @@ def test_sigterm_stops_the_worker_cleanly(worker):
     assert worker.stop(timeout=30) == 0
 
 
-def writing_transactions(run_id):
-    """The transactions that wrote any of a run's rows: each row's ``xmin`` names the
-    transaction that inserted it or last updated it. Unlike a cluster-wide counter this is
-    not disturbed by anything else using the database."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT count(DISTINCT x) FROM (
-                SELECT r.xmin::text AS x FROM beluga_workflows_workflowrun r WHERE r.run_id = %s
-                UNION ALL
-                SELECT e.xmin::text FROM beluga_workflows_workflowevent e
-                  JOIN beluga_workflows_workflowrun r ON r.id = e.run_id WHERE r.run_id = %s
-                UNION ALL
-                SELECT t.xmin::text FROM beluga_workflows_activitytask t
-                  JOIN beluga_workflows_workflowrun r ON r.id = t.run_id WHERE r.run_id = %s
-            ) AS writers
-            """,
-            [run_id] * 3,
-        )
-        return cursor.fetchone()[0]
-
-
 @pytest.mark.core
 def test_a_run_of_n_activities_takes_at_most_n_plus_2_write_transactions(worker, executor):
     n = 10
     handle = start(executor, wf.chain, {"n": n})
     assert handle.result(timeout=30) == sum(i * 10 for i in range(n))
     # Events are never updated, so every transaction that appended one is still visible.
-    assert writing_transactions(handle.run_id) == n + 2
+    assert run_writers(handle.run_id) == n + 2
 
 
 def test_a_signal_retires_its_timeout_but_not_the_next_waits(worker, executor):

@@ -101,14 +101,20 @@ class DurableExecutor(abc.ABC):
 
     name: str = ""
 
-    @abc.abstractmethod
     def execute(
         self, fn: Callable[..., Any], options: WorkflowOptions | None = None
-    ) -> WorkflowHandle: ...
+    ) -> WorkflowHandle:
+        """Start a run of ``fn`` (a plain module-level function or a ``@workflow.defn`` one)."""
+        return self._start(fn, options or WorkflowOptions())
 
-    @abc.abstractmethod
     def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
         """Start a workflow by its registered public name (what REST, admin and CLI use)."""
+        from ..registry import resolve_public
+
+        return self._start(resolve_public(workflow_name), options or WorkflowOptions())
+
+    @abc.abstractmethod
+    def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle: ...
 
     @abc.abstractmethod
     def signal(self, workflow_id: str, signal: Signal) -> None: ...

@@ -66,14 +66,6 @@ class DefaultExecutor(DurableExecutor):
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
 
-    def execute(
-        self, fn: Callable[..., Any], options: WorkflowOptions | None = None
-    ) -> WorkflowHandle:
-        return self._start(fn, options or WorkflowOptions())
-
-    def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
-        return self._start(registry.resolve_public(workflow_name), options or WorkflowOptions())
-
     def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
         name, reference = registry.workflow_name(fn), registry.reference(fn)
         run = runs.start(name, reference, options.id, options.input, options.timeout)  # type: ignore[arg-type]

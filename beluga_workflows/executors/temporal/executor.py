@@ -131,14 +131,6 @@ class TemporalExecutor(DurableExecutor):
             logger.warning("Could not mirror Temporal run %s yet", workflow_id, exc_info=True)
 
     # -- starting --------------------------------------------------------------------------
-    def execute(
-        self, fn: Callable[..., Any], options: WorkflowOptions | None = None
-    ) -> WorkflowHandle:
-        return self._start(fn, options or WorkflowOptions())
-
-    def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
-        return self._start(registry.resolve_public(workflow_name), options or WorkflowOptions())
-
     def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
         name, reference = registry.workflow_name(fn), registry.reference(fn)
         ensure_json(options.input, f"Input of workflow {name!r}")
