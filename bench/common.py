@@ -273,3 +273,11 @@ def save(path: str | None, results: Any) -> None:
 
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
+
+
+def executor_names(parser: Any, value: str, known: Sequence[str]) -> list[str]:
+    """The comma-separated ``--executors`` value, checked against what a benchmark knows."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if unknown := set(names) - set(known):
+        parser.error(f"unknown executors: {', '.join(sorted(unknown))}")
+    return names

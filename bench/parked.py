@@ -307,9 +307,7 @@ def main() -> None:
     parser.add_argument("--executors", default="default,temporal")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    names = [n.strip() for n in args.executors.split(",") if n.strip()]
-    if unknown := set(names) - set(EXECUTORS):
-        parser.error(f"unknown executors: {', '.join(sorted(unknown))}")
+    names = common.executor_names(parser, args.executors, EXECUTORS)
     common.setup_django()
     common.clean()
     rows = []

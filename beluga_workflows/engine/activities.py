@@ -76,7 +76,7 @@ def run_attempt(task_pk: int, attempt: int) -> None:
             steps.finish_activity(task_pk, attempt, error=error_info(timeout))
             return
         outcome = _execute(task, (task.deadline - now).total_seconds())
-        steps.finish_activity(task_pk, attempt, **outcome)
+        steps.finish_activity(task_pk, attempt, run_pk=task.run_id, **outcome)
 
 
 def record_heartbeat(task_pk: int, attempt: int, details: Any) -> None:

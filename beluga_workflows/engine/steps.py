@@ -187,17 +187,20 @@ def finish_activity(
     result: Any = None,
     error: dict[str, Any] | None = None,
     retryable: bool = True,
+    run_pk: int | None = None,
 ) -> bool:
     """Record one attempt's outcome; retry, or resolve the step and decide the next one.
 
     Returns False when the outcome is stale (the attempt already timed out, the run was
     canceled, or a duplicate delivery finished first): nothing is recorded then.
     """
-    task = ActivityTask.objects.filter(pk=task_pk).only("run_id").first()
-    if task is None:
-        return False
+    if run_pk is None:
+        known = ActivityTask.objects.filter(pk=task_pk).values_list("run_id", flat=True).first()
+        if known is None:
+            return False
+        run_pk = known
     with transaction.atomic():
-        run = lock_run(task.run_id)
+        run = lock_run(run_pk)
         task = ActivityTask.objects.filter(pk=task_pk).first()
         if (
             run is None
