@@ -28,12 +28,18 @@ class WorkflowTaskTimeout(RuntimeError):
 
 
 class Continuation:
-    def __init__(self, fn: Callable[..., Any], info: RunInfo, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        info: RunInfo,
+        timeout: float = 30.0,
+        horizon: int | None = None,
+    ) -> None:
         self.fn = fn
         self.info = info
         self.timeout = timeout
         self.seen = 0
-        self.machine = Machine(info, [], self._park)
+        self.machine = Machine(info, [], self._park, horizon)
         self._to_workflow: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._to_driver: queue.SimpleQueue[Decision] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -43,7 +49,7 @@ class Continuation:
         """Give the run its new events and wait until it blocks again or finishes."""
         if self._closed:
             raise RuntimeError("feed() on a closed continuation")
-        self.machine.commands = []
+        self.machine.begin_pass()
         if events:
             self.seen = events[-1].sequence
         if self._thread is None:
@@ -83,9 +89,7 @@ class Continuation:
             self._to_driver.put(decision)
 
     def _park(self) -> None:
-        self._to_driver.put(
-            Decision(commands=list(self.machine.commands), waiting=self.machine.waiting)
-        )
+        self._to_driver.put(self.machine.decision())
         item = self._to_workflow.get()
         if item is _CLOSE:
             self.machine.stopped = True

@@ -165,3 +165,53 @@ class ResultTimeoutError(WorkflowError, TimeoutError):
             if timeout is not None
             else f"Workflow {workflow_id!r} did not finish."
         )
+
+
+# Errors as JSON: how a failure travels in the history, the run row and Temporal -------------
+
+
+def error_to_json(error: BaseException) -> dict[str, Any]:
+    """A failure as the history and the run row keep it; :func:`error_from_json` reads it back."""
+    data: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    if isinstance(error, ActivityError):
+        data.update(
+            activity=error.activity,
+            attempts=error.attempts,
+            cause_type=error.cause_type,
+            cause_message=error.cause_message,
+            step=error.step,
+        )
+    elif isinstance(error, NonDeterminismError):
+        data.update(step=error.step, expected=error.expected, got=error.got)
+    elif isinstance(error, WorkflowTimeoutError):
+        data.update(workflow_id=error.workflow_id, timeout=error.timeout_seconds)
+    elif isinstance(error, WorkflowFailedError):
+        data.update(workflow_id=error.workflow_id, cause=error_to_json(error.cause))
+    elif isinstance(error, WorkflowCanceledError | WorkflowAlreadyStartedError):
+        data.update(workflow_id=error.workflow_id)
+    elif isinstance(error, ApplicationError):
+        data.update(type=error.type_name, message=error.message)
+    return data
+
+
+def error_from_json(data: dict[str, Any]) -> WorkflowError:
+    kind = data.get("type", "Error")
+    if kind == "ActivityError":
+        return ActivityError(
+            data["activity"],
+            data["attempts"],
+            data["cause_type"],
+            data["cause_message"],
+            data.get("step", -1),
+        )
+    if kind == "NonDeterminismError":
+        return NonDeterminismError(data["step"], data["expected"], data["got"])
+    if kind == "WorkflowFailedError" and isinstance(data.get("cause"), dict):
+        return WorkflowFailedError(data.get("workflow_id", ""), error_from_json(data["cause"]))
+    if kind == "WorkflowCanceledError" and "workflow_id" in data:
+        return WorkflowCanceledError(data["workflow_id"], data.get("message", ""))
+    if kind == "WorkflowTimeoutError" and "workflow_id" in data:
+        return WorkflowTimeoutError(data["workflow_id"], data.get("timeout"))
+    if kind == "WorkflowAlreadyStartedError" and "workflow_id" in data:
+        return WorkflowAlreadyStartedError(data["workflow_id"])
+    return ApplicationError(kind, data.get("message", ""))

@@ -4,18 +4,29 @@ This is the only place that decides what a workflow does; every executor (the bu
 engine, the Temporal one) drives it. Given the events recorded so far it:
 
 * returns the recorded outcome of each step the function has already taken (activity
-  results, fired timers, received signals) — a finished activity is never run again;
+  results, fired timers, received signals, children's results) — a finished activity is
+  never run again;
 * checks that each step still asks for what the history recorded, and fails the run with
   :class:`NonDeterminismError` otherwise;
-* stops at the first step the history cannot answer and reports it as a :class:`Command`.
+* reports the steps the history does not hold yet as :class:`Command` objects, and stops
+  where the function waits for something the history cannot answer.
 
-A sync workflow function takes one step at a time, so at most one step is pending. Replay
-walks the history with a cursor and settles every race by history order alone: a signal wait
-is won by whichever comes first, a matching signal or the wait's timer firing; signals that
-arrived before the wait are buffered and consumed in arrival order; a cancel request is
-delivered to the step pending when it arrives.
+A workflow may start several steps and wait for them later (:mod:`.futures`). The machine
+reads the history with a cursor, one event at a time, only while the function waits, and
+checks the wait's condition after every event: the event that settles a future is applied
+the moment it is read, and a wait ends at the first event that satisfies it. Every race is
+therefore settled by history order alone — ``wait_any`` returns the future whose event comes
+first, a signal wait is won by the signal or by its timer firing, whichever was recorded
+first — so a replay on any machine reaches the same answer as the live run did. Signals that
+arrive before anyone waits for them are kept in arrival order for the next wait of their name;
+a cancel request settles the pending activities, timers and signal waits as canceled and
+raises ``WorkflowCanceledError`` from the wait in progress.
 
-Two ways to stop at an unanswered step share this code: :class:`Replayer` raises
+Commands are emitted lazily, in the order the function created them, when it blocks (or
+finishes): a signal wait that the history satisfies before the function blocks leaves no
+command, exactly as before futures existed, so older histories replay unchanged.
+
+Two ways to stop at an unanswered wait share this code: :class:`Replayer` raises
 :class:`Suspend` (a ``BaseException``, so user ``except Exception`` cannot swallow it) and
 re-runs from the start next time; :class:`~beluga_workflows.continuation.Continuation` parks
 the function's thread and resumes it when new events arrive, so a long run costs O(1) per step.
@@ -23,37 +34,31 @@ the function's thread and resumes it when new events arrive, so a long run costs
 
 from __future__ import annotations
 
+import inspect
 import random as _random
-import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from . import registry
-from .errors import (
-    ActivityError,
-    ApplicationError,
-    NonDeterminismError,
-    QueryError,
-    SignalTimeoutError,
-    WorkflowCanceledError,
-    WorkflowError,
-    WorkflowTimeoutError,
-)
+from .errors import NonDeterminismError, QueryError, WorkflowCanceledError, WorkflowError
+from .futures import Future, SignalFuture, TimerFuture
 from .history import (
     COMMAND_EVENTS,
     Command,
     EventType,
     HistoryEvent,
-    ScheduleActivity,
-    StartTimer,
-    WaitSignal,
+    RecordMarker,
+    Wait,
     describe,
 )
-from .options import Duration, Signal, build_activity_options, to_timedelta
 from .serialization import ensure_json
+
+if TYPE_CHECKING:
+    from .context import WorkflowContext
+
+E = EventType
 
 
 class Suspend(BaseException):
@@ -64,6 +69,17 @@ class Abort(BaseException):
     """Internal: replay found a non-determinism; stop the function whatever it catches."""
 
 
+class ContinueAsNew(BaseException):  # noqa: N818 - a control-flow signal, like StopIteration
+    """Raised by ``ctx.continue_as_new``: close this run and start a fresh one with ``input``.
+
+    A ``BaseException`` so that a workflow's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, input: Any) -> None:
+        super().__init__("continue as new")
+        self.input = input
+
+
 @dataclass(frozen=True)
 class RunInfo:
     workflow_id: str
@@ -72,110 +88,129 @@ class RunInfo:
     input: Any
 
 
+@dataclass(frozen=True)
+class ContinueAsNewRequest:
+    input: Any
+    #: Signals this run received but never consumed; the next run gets them, in order.
+    signals: list[dict[str, Any]]
+
+
 @dataclass
 class Decision:
     """What one pass of the workflow function produced."""
 
     commands: list[Command] = field(default_factory=list)
-    #: The step the function is blocked on, when it is not done.
-    waiting: tuple[EventType, str, int] | None = None
+    #: What the function is blocked on, when it is not done.
+    waiting: list[Wait] = field(default_factory=list)
+    #: Steps of ``TimerStarted`` timers the function no longer needs (record TimerCanceled).
+    cancel_timers: list[int] = field(default_factory=list)
+    #: Steps of signal waits whose signal came: their timeout timers have nothing left to do.
+    cancel_signal_timeouts: list[int] = field(default_factory=list)
+    #: How many history events the function had read when it stopped.
+    read_through: int = 0
     done: bool = False
     result: Any = None
     #: A failure (any error) or ``WorkflowCanceledError`` for a canceled run.
     error: BaseException | None = None
+    continue_as_new: ContinueAsNewRequest | None = None
 
     @property
     def canceled(self) -> bool:
         return isinstance(self.error, WorkflowCanceledError)
 
 
-def error_to_json(error: BaseException) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
-    if isinstance(error, ActivityError):
-        data.update(
-            activity=error.activity,
-            attempts=error.attempts,
-            cause_type=error.cause_type,
-            cause_message=error.cause_message,
-            step=error.step,
-        )
-    elif isinstance(error, NonDeterminismError):
-        data.update(step=error.step, expected=error.expected, got=error.got)
-    elif isinstance(error, WorkflowTimeoutError):
-        data.update(timeout=error.timeout_seconds)
-    elif isinstance(error, ApplicationError):
-        data.update(type=error.type_name, message=error.message)
-    return data
-
-
-def error_from_json(data: dict[str, Any]) -> WorkflowError:
-    kind = data.get("type", "Error")
-    if kind == "ActivityError":
-        return ActivityError(
-            data["activity"],
-            data["attempts"],
-            data["cause_type"],
-            data["cause_message"],
-            data.get("step", -1),
-        )
-    if kind == "NonDeterminismError":
-        return NonDeterminismError(data["step"], data["expected"], data["got"])
-    return ApplicationError(kind, data.get("message", ""))
+#: ``patches(change_id, deprecated) -> bool`` — an executor's own versioning (Temporal's).
+PatchPolicy = Callable[[str, bool], bool]
 
 
 class Machine:
-    """The cursor over one run's history, shared by both ways of running the function."""
+    """The cursor over one run's history, shared by both ways of running the function.
+
+    ``horizon`` is how many events the run's previous pass had read (None for a run that
+    never took a step): code reached before the cursor passes it was run before, which is
+    what ``is_replaying`` and ``patched()`` need to know.
+    """
 
     def __init__(
-        self, info: RunInfo, events: Sequence[HistoryEvent], block: Callable[[], None]
+        self,
+        info: RunInfo,
+        events: Sequence[HistoryEvent],
+        block: Callable[[], None],
+        horizon: int | None = None,
+        patches: PatchPolicy | None = None,
     ) -> None:
         self.info = info
         self.events: list[HistoryEvent] = list(events)
         self.block = block
+        self.horizon = horizon
+        self.patch_policy = patches
         self.pos = 0
         self.next_step = 0
-        self.commands: list[Command] = []
-        self.waiting: tuple[EventType, str, int] | None = None
-        self.buffered: dict[str, deque[HistoryEvent]] = {}
-        self.cancel_pending = False
         self.stopped = False  # set once suspended/aborted: later calls must not emit commands
         self.failure: NonDeterminismError | None = None
+        self.cancel_pending = False
         self.query_handlers: dict[str, Callable[[], Any]] = {}
         self.current_time = events[0].timestamp if events else datetime.min
         self.rng = _random.Random(f"beluga:{info.run_id}")
+        self.context: WorkflowContext  # set by the context itself
+        #: Futures not settled yet, by step: the events of their step reach them.
+        self.open: dict[int, Future] = {}
+        #: Commands created but not handed out yet, in creation order (see ``flush``).
+        self.pending: list[Future | RecordMarker] = []
+        self.signals: dict[str, deque[HistoryEvent]] = {}  # arrived, not taken by a wait
+        self.waiters: dict[str, deque[SignalFuture]] = {}  # waiting, in creation order
+        self.patch_memo: dict[str, bool] = {}
+        self.begin_pass()
         self._commands_by_step: dict[int, HistoryEvent] = {}
+        self._markers: set[str] = set()
+        self._timers_over: set[int] = set()  # timer steps already fired or canceled
         self._indexed = 0
+
+    def begin_pass(self) -> None:
+        self.commands: list[Command] = []
+        self.waiting: list[Wait] = []
+        self.cancel_timers: list[int] = []
+        self.cancel_signal_timeouts: list[int] = []
 
     # -- history access -------------------------------------------------------------------
     def extend(self, events: Sequence[HistoryEvent]) -> None:
         self.events.extend(events)
 
-    def recorded_command(self, step: int) -> HistoryEvent | None:
+    def _index(self) -> None:
         while self._indexed < len(self.events):
             event = self.events[self._indexed]
             if event.type in COMMAND_EVENTS and event.step is not None:
                 self._commands_by_step.setdefault(event.step, event)
+            elif event.type is E.MARKER_RECORDED:
+                self._markers.add(event.name)
+            elif event.type in (E.TIMER_FIRED, E.TIMER_CANCELED) and event.step is not None:
+                self._timers_over.add(event.step)
             self._indexed += 1
+
+    def recorded_command(self, step: int) -> HistoryEvent | None:
+        self._index()
         return self._commands_by_step.get(step)
 
     def last_recorded_step(self) -> int | None:
-        self.recorded_command(-1)
+        self._index()
         return max(self._commands_by_step, default=None)
 
     @property
     def is_replaying(self) -> bool:
-        return self.pos < len(self.events)
+        """Whether the code running now was run before, by an earlier pass of this run."""
+        return self.horizon is not None and self.pos <= self.horizon
 
-    # -- the step loop --------------------------------------------------------------------
-    def step(
-        self,
-        command: Command,
-        resolve: Callable[[HistoryEvent], tuple[bool, Any]],
-        from_buffer: Callable[[], tuple[bool, Any]] | None = None,
-    ) -> Any:
-        """Run one step: match it against history, then wait for what resolves it."""
+    # -- commands -------------------------------------------------------------------------
+    def take_step(self) -> int:
+        step = self.next_step
+        self.next_step += 1
+        return step
+
+    def add(self, future: Future) -> Future:
+        """Register a new step's future; check it against what the history recorded."""
         if self.stopped:
             raise Suspend()
+        command = future.command
         recorded = self.recorded_command(command.step)
         if recorded is not None and (
             recorded.type != command.event_type or recorded.name != command.name
@@ -187,39 +222,126 @@ class Machine:
                     describe(command.event_type, command.name),
                 )
             )
-        self.waiting = (command.event_type, command.name, command.step)
-        emitted = recorded is not None
+        future.emitted = recorded is not None
+        self.open[future.step] = future
+        if not future.emitted:
+            self.pending.append(future)
+        return future
+
+    def settled(self, future: Future) -> None:
+        self.open.pop(future.step, None)
+
+    def flush(self, finishing: bool = False) -> None:
+        """Hand out the commands created since the last flush, in creation order.
+
+        At a block every unsettled command is needed. When the function finishes, only what
+        outlives the run is: markers, children and signals to them (a child may be left to run
+        on its own); activities, timers and signal waits of a closing run are moot.
+        """
+        for item in self.pending:
+            if isinstance(item, RecordMarker):
+                self.commands.append(item)
+            elif not item.done() and (not finishing or item.kind in ("child", "child-signal")):
+                item.emitted = True
+                self.commands.append(item.command)
+        self.pending = []
+
+    def cancel_timer(self, timer: TimerFuture) -> None:
+        if not timer.emitted:
+            self.pending = [item for item in self.pending if item is not timer]
+            return
+        self._index()
+        if timer.step not in self._timers_over:
+            self.cancel_timers.append(timer.step)
+
+    def cancel_signal_timeout(self, future: SignalFuture) -> None:
+        self.cancel_signal_timeouts.append(future.step)
+
+    # -- signals ----------------------------------------------------------------------------
+    def claim_signal(self, future: SignalFuture) -> None:
+        """A new signal wait takes the oldest unclaimed signal of its name, or queues up."""
+        arrived = self.signals.get(future.name)
+        if arrived:
+            future.deliver(arrived.popleft())
+        else:
+            self.waiters.setdefault(future.name, deque()).append(future)
+
+    def _signal_arrived(self, event: HistoryEvent) -> None:
+        waiters = self.waiters.get(event.name)
+        while waiters:
+            future = waiters.popleft()
+            if not future.done():  # skip waits that timed out or were given up
+                future.deliver(event)
+                return
+        self.signals.setdefault(event.name, deque()).append(event)
+
+    def unclaimed_signals(self) -> list[dict[str, Any]]:
+        """Signals received and never taken, including ones the cursor has not reached."""
+        arrived = [event for queue in self.signals.values() for event in queue]
+        arrived += [e for e in self.events[self.pos :] if e.type is E.SIGNAL_RECEIVED]
+        arrived.sort(key=lambda event: event.sequence)
+        return [
+            {"name": e.name, "payload": e.data.get("payload"), "sender": e.data.get("sender")}
+            for e in arrived
+        ]
+
+    # -- versioning -------------------------------------------------------------------------
+    def patched(self, change_id: str, deprecated: bool = False) -> bool:
+        if self.stopped:
+            raise Suspend()
+        if change_id in self.patch_memo:
+            return self.patch_memo[change_id]
+        self._index()
+        if self.patch_policy is not None:
+            value = self.patch_policy(change_id, deprecated)
+        elif change_id in self._markers:
+            value = True
+        elif self.is_replaying:
+            value = False  # this run passed here before the change: keep the old path
+        else:
+            self.pending.append(RecordMarker(change_id, deprecated))
+            self._markers.add(change_id)
+            value = True
+        self.patch_memo[change_id] = value
+        return value
+
+    # -- waiting ------------------------------------------------------------------------------
+    def wait(self, ready: Callable[[], bool], waits: Callable[[], list[Wait]]) -> None:
+        """Read history until ``ready()`` holds; block where the history ends."""
+        if self.stopped:
+            raise Suspend()
         while True:
             if self.cancel_pending:
                 self.cancel_pending = False
-                self.waiting = None
                 raise WorkflowCanceledError(self.info.workflow_id, "The workflow was canceled.")
-            if from_buffer is not None:
-                found, value = from_buffer()
-                if found:
-                    self.waiting = None
-                    return value
+            if ready():
+                return
             if self.pos >= len(self.events):
-                if not emitted:
-                    self.commands.append(command)
-                    emitted = True
+                self.waiting = waits()
+                self.flush()
                 self.block()
                 if self.stopped:
                     raise Suspend()
                 continue
-            event = self.events[self.pos]
-            self.pos += 1
-            self.current_time = event.timestamp
-            if event.type is EventType.SIGNAL_RECEIVED:
-                self.buffered.setdefault(event.name, deque()).append(event)
-            elif event.type is EventType.CANCEL_REQUESTED:
-                self.cancel_pending = True
-            elif event.step == command.step:
-                done, value = resolve(event)
-                if done:
-                    self.waiting = None
-                    return value
+            self._read(self.events[self.pos])
 
+    def _read(self, event: HistoryEvent) -> None:
+        self.pos += 1
+        self.current_time = event.timestamp
+        if event.type is E.SIGNAL_RECEIVED:
+            self._signal_arrived(event)
+        elif event.type is E.CANCEL_REQUESTED:
+            self.cancel_pending = True
+            error = WorkflowCanceledError(self.info.workflow_id, "The workflow was canceled.")
+            for pending in list(self.open.values()):
+                if pending.cancel_on_workflow_cancel():
+                    pending.settle(event.sequence, error=error)
+        elif event.step is not None and event.type not in COMMAND_EVENTS:
+            future = self.open.get(event.step)
+            if future is not None:
+                future.apply(event)
+
+    # -- ending -------------------------------------------------------------------------------
     def abort(self, error: NonDeterminismError) -> None:
         self.failure = error
         self.stopped = True
@@ -236,137 +358,88 @@ class Machine:
                 )
             )
 
-    def take_step(self) -> int:
-        step = self.next_step
-        self.next_step += 1
-        return step
-
-
-class WorkflowContext:
-    """What a workflow function gets: deterministic, durable operations only."""
-
-    def __init__(self, machine: Machine) -> None:
-        self._m = machine
-
-    @property
-    def workflow_id(self) -> str:
-        return self._m.info.workflow_id
-
-    @property
-    def run_id(self) -> str:
-        return self._m.info.run_id
-
-    @property
-    def is_replaying(self) -> bool:
-        return self._m.is_replaying
-
-    def execute_activity(self, fn: Callable[..., Any], input: Any = None, *options: Any) -> Any:
-        """Run ``fn(activity_ctx, input)`` once, durably; return its JSON result."""
-        ensure_json(input, f"Input of activity {getattr(fn, '__name__', fn)!r}")
-        command = ScheduleActivity(
-            step=self._m.take_step(),
-            name=fn.__name__,
-            reference=registry.reference(fn),
-            input=input,
-            options=build_activity_options(options),
+    def decision(self, **outcome: Any) -> Decision:
+        if outcome.get("done"):
+            self.flush(finishing=True)
+        return Decision(
+            commands=self.commands,
+            waiting=[] if outcome.get("done") else self.waiting,
+            cancel_timers=self.cancel_timers,
+            cancel_signal_timeouts=self.cancel_signal_timeouts,
+            read_through=self.pos,
+            **outcome,
         )
 
-        def resolve(event: HistoryEvent) -> tuple[bool, Any]:
-            if event.type is EventType.ACTIVITY_COMPLETED:
-                return True, event.data.get("result")
-            if event.type is EventType.ACTIVITY_FAILED:
-                error = event.data.get("error", {})
-                raise ActivityError(
-                    command.name,
-                    event.attempt,
-                    error.get("type", "Error"),
-                    error.get("message", ""),
-                    command.step,
-                )
-            return False, None
 
-        return self._m.step(command, resolve)
+def _invoke(fn: Callable[..., Any], ctx: WorkflowContext, input: Any) -> Any:
+    """Call the workflow function; an ``async def`` one is driven without an event loop."""
+    if not inspect.iscoroutinefunction(fn):
+        return fn(ctx, input)
+    from .context import AsyncWorkflowContext
 
-    def wait_for_signal(self, name: str, timeout: Duration | None = None) -> Signal:
-        """Wait for the next ``name`` signal; raise ``SignalTimeoutError`` after ``timeout``."""
-        if not isinstance(name, str) or not name:
-            raise ValueError("wait_for_signal needs a non-empty signal name.")
-        delta = to_timedelta(timeout, "wait_for_signal timeout")
-        command = WaitSignal(step=self._m.take_step(), name=name, timeout=delta)
+    coro = fn(AsyncWorkflowContext(ctx), input)
+    try:
+        awaited = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    except RuntimeError as exc:
+        if "no running event loop" not in str(exc):
+            raise
+        raise TypeError(_ASYNC_ONLY.format(ctx.workflow_id, "an asyncio call")) from exc
+    coro.close()
+    raise TypeError(_ASYNC_ONLY.format(ctx.workflow_id, repr(awaited)))
 
-        def from_buffer() -> tuple[bool, Any]:
-            queue = self._m.buffered.get(name)
-            if not queue:
-                return False, None
-            event = queue.popleft()
-            return True, Signal(name, event.data.get("payload"), event.data.get("sender"))
 
-        def resolve(event: HistoryEvent) -> tuple[bool, Any]:
-            if event.type is EventType.TIMER_FIRED:
-                raise SignalTimeoutError(name, delta.total_seconds() if delta is not None else None)
-            return False, None
-
-        return self._m.step(command, resolve, from_buffer)  # type: ignore[no-any-return]
-
-    def receive_signal(self, name: str) -> Iterator[Any]:
-        """Payloads of ``name`` signals, in arrival order; each item is one durable wait."""
-        while True:
-            yield self.wait_for_signal(name).payload
-
-    def sleep(self, duration: Duration) -> None:
-        """A durable timer: survives restarts and is not re-slept on replay."""
-        delta = to_timedelta(duration, "sleep duration") or timedelta(0)
-        command = StartTimer(step=self._m.take_step(), duration=delta)
-
-        def resolve(event: HistoryEvent) -> tuple[bool, Any]:
-            return (event.type is EventType.TIMER_FIRED), None
-
-        self._m.step(command, resolve)
-
-    def set_query_handler(self, name: str, fn: Callable[[], Any]) -> None:
-        if name in ("status", "result", "history"):
-            raise ValueError(f"{name!r} is a built-in query and cannot be replaced.")
-        self._m.query_handlers[name] = fn
-
-    def now(self) -> datetime:
-        """Workflow time: the timestamp of the latest history event replay has reached."""
-        return self._m.current_time
-
-    def random(self) -> float:
-        return self._m.rng.random()
-
-    def uuid4(self) -> uuid.UUID:
-        return uuid.UUID(int=self._m.rng.getrandbits(128), version=4)
+_ASYNC_ONLY = (
+    "Workflow {!r} awaited {}: workflow code may await only workflow futures and ctx "
+    "methods (asyncio is not available in workflows; use ctx.sleep, ctx.gather and "
+    "ctx.wait_any, and put I/O in activities)."
+)
 
 
 def call_workflow(fn: Callable[..., Any], machine: Machine) -> Decision:
     """Run ``fn`` on ``machine`` until it returns, fails, or blocks (via Suspend)."""
+    from .context import WorkflowContext
+
     ctx = WorkflowContext(machine)
     try:
-        result = fn(ctx, machine.info.input)
+        try:
+            result = _invoke(fn, ctx, machine.info.input)
+        except ContinueAsNew as request:
+            machine.finish_check()
+            carried = ContinueAsNewRequest(request.input, machine.unclaimed_signals())
+            return machine.decision(done=True, continue_as_new=carried)
         machine.finish_check()
         ensure_json(result, f"Result of workflow {machine.info.workflow_name!r}")
     except Suspend:
         if machine.failure is not None:
-            return Decision(commands=machine.commands, done=True, error=machine.failure)
-        return Decision(commands=machine.commands, waiting=machine.waiting)
+            return Decision(done=True, error=machine.failure)
+        return machine.decision()
     except Abort:
-        return Decision(commands=[], done=True, error=machine.failure)
+        return Decision(done=True, error=machine.failure)
     except Exception as exc:  # the user's workflow failed, or was canceled
         if machine.failure is not None:
-            return Decision(commands=[], done=True, error=machine.failure)
-        return Decision(commands=machine.commands, done=True, error=exc)
+            return Decision(done=True, error=machine.failure)
+        return machine.decision(done=True, error=exc)
     if machine.failure is not None:
-        return Decision(commands=[], done=True, error=machine.failure)
-    return Decision(commands=machine.commands, done=True, result=result)
+        return Decision(done=True, error=machine.failure)
+    return machine.decision(done=True, result=result)
 
 
 class Replayer:
     """Runs the function from the start on every pass (what the Temporal executor uses)."""
 
-    def __init__(self, fn: Callable[..., Any], info: RunInfo) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        info: RunInfo,
+        horizon: int | None = None,
+        patches: PatchPolicy | None = None,
+    ) -> None:
         self.fn = fn
         self.info = info
+        self.horizon = horizon
+        self.patches = patches
         self.machine: Machine | None = None
 
     def run(self, events: Sequence[HistoryEvent]) -> Decision:
@@ -375,7 +448,7 @@ class Replayer:
             self.machine.stopped = True
             raise Suspend()
 
-        self.machine = Machine(self.info, events, block)
+        self.machine = Machine(self.info, events, block, self.horizon, self.patches)
         return call_workflow(self.fn, self.machine)
 
     def query(self, name: str) -> Any:

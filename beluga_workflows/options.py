@@ -37,6 +37,8 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     CANCELED = "canceled"
     TIMED_OUT = "timed_out"
+    #: The run handed over to a fresh run with the same id (``ctx.continue_as_new``).
+    CONTINUED_AS_NEW = "continued_as_new"
 
     @property
     def is_closed(self) -> bool:
@@ -140,13 +142,24 @@ def build_activity_options(options: tuple[Any, ...]) -> ActivityOptions:
     return opts
 
 
+class ParentClosePolicy(enum.StrEnum):
+    """What happens to a running child workflow when its parent is canceled or closes."""
+
+    #: The child is asked to cancel (its workflow sees WorkflowCanceledError and may clean up).
+    CANCEL = "cancel"
+    #: The child runs on, on its own.
+    ABANDON = "abandon"
+
+
 @dataclass(frozen=True)
 class WorkflowOptions:
-    """How to start a run. An empty ``id`` gets a UUID; ``timeout`` bounds the whole run."""
+    """How to start a run. An empty ``id`` gets a UUID; ``timeout`` bounds the whole run
+    (across ``continue_as_new``). ``parent_close_policy`` applies to child workflows only."""
 
     id: str | None = None
     input: Any = None
     timeout: Duration | None = None
+    parent_close_policy: ParentClosePolicy | str = ParentClosePolicy.CANCEL
 
     def __post_init__(self) -> None:
         if self.id is not None and not isinstance(self.id, str):
@@ -154,6 +167,15 @@ class WorkflowOptions:
         if self.id is not None and len(self.id) > 255:
             raise ValueError("WorkflowOptions.id must be at most 255 characters.")
         object.__setattr__(self, "timeout", to_timedelta(self.timeout, "WorkflowOptions.timeout"))
+        try:
+            policy = ParentClosePolicy(self.parent_close_policy)
+        except ValueError:
+            known = ", ".join(repr(p.value) for p in ParentClosePolicy)
+            raise ValueError(
+                f"WorkflowOptions.parent_close_policy must be one of {known}, "
+                f"not {self.parent_close_policy!r}."
+            ) from None
+        object.__setattr__(self, "parent_close_policy", policy)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .activity import ActivityContext
+from .context import AsyncWorkflowContext, WorkflowContext
 from .errors import (
     ActivityError,
     ActivityTimeoutError,
@@ -32,11 +33,19 @@ from .errors import (
 )
 from .executors import get_executor, list_executors, new, register
 from .executors.base import DurableExecutor, WorkflowHandle, WorkflowState
+from .futures import (
+    ActivityFuture,
+    ChildSignalFuture,
+    ChildWorkflowFuture,
+    Future,
+    SignalFuture,
+    TimerFuture,
+)
 from .history import EventType, HistoryEvent
-from .interpreter import WorkflowContext
 from .options import (
     ActivityOptions,
     Config,
+    ParentClosePolicy,
     RetryPolicy,
     Signal,
     Status,
@@ -56,6 +65,14 @@ list = list_executors  # noqa: A001
 __all__ = [
     "ActivityContext",
     "ActivityError",
+    "ActivityFuture",
+    "AsyncWorkflowContext",
+    "ChildSignalFuture",
+    "ChildWorkflowFuture",
+    "Future",
+    "ParentClosePolicy",
+    "SignalFuture",
+    "TimerFuture",
     "ActivityOptions",
     "ActivityTimeoutError",
     "ApplicationError",
