@@ -7,6 +7,8 @@ this module touches neither Django nor Temporal.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -46,3 +48,18 @@ class ActivityContext:
     def is_cancelled(self) -> bool:
         """True once the run was canceled or this attempt timed out: stop work then."""
         return self._cancelled() if self._cancelled is not None else False
+
+
+def call_activity(fn: Callable[..., Any], ctx: ActivityContext, input: Any) -> Any:
+    """Call an activity function; an ``async def`` one runs on an event loop of its own in
+    this (the attempt's) thread, so async HTTP and LLM clients work as they do anywhere."""
+    if inspect.iscoroutinefunction(fn):
+        return asyncio.run(fn(ctx, input))
+    result = fn(ctx, input)
+    if inspect.isawaitable(result):  # a sync callable that returned a coroutine
+        return asyncio.run(_awaited(result))
+    return result
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

@@ -17,7 +17,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from .options import Status
+from .options import ParentClosePolicy, Status
 
 
 class WorkflowRun(models.Model):
@@ -42,6 +42,25 @@ class WorkflowRun(models.Model):
     #: Set when the run has new events a worker has yet to process; the sweeper re-sends
     #: the nudge if it stays set (a lost broker message).
     advance_requested_at = models.DateTimeField(null=True, blank=True)
+    #: How many events the workflow function had read when it last stopped (None before its
+    #: first step): code reached before that point is replayed (``ctx.patched``).
+    decided_through = models.IntegerField(null=True, blank=True)
+    #: The run that started this one as a child workflow, and the parent's step.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    parent_step = models.IntegerField(null=True, blank=True)
+    parent_close_policy = models.CharField(
+        max_length=8,
+        choices=[(p.value, p.value) for p in ParentClosePolicy],
+        default=ParentClosePolicy.CANCEL.value,
+    )
+    #: A child whose parent has yet to learn how it ended (the sweeper finishes the job).
+    notify_parent = models.BooleanField(default=False)
+    #: The run this one continues (``ctx.continue_as_new``): the chain of runs of one id.
+    continued_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -69,6 +88,11 @@ class WorkflowRun(models.Model):
                 fields=["waiting_for"],
                 condition=Q(status="running"),
                 name="beluga_run_waiting",
+            ),
+            models.Index(
+                fields=["closed_at"],
+                condition=Q(notify_parent=True),
+                name="beluga_run_notify_parent",
             ),
         ]
 

@@ -216,6 +216,34 @@ def test_kill9_mid_run_loses_nothing_and_reruns_no_finished_activity(worker, exe
 
 
 @pytest.mark.broker
+@pytest.mark.core
+def test_kill9_with_parallel_activities_in_flight(worker_factory, executor, counter_dir):
+    """Finished activities of a fan-out never run again; those in flight at the kill may."""
+    worker = worker_factory(concurrency=4)
+    delays = [0.2, 3, 0.2, 3, 0.2, 3]
+    handle = start(executor, wf.parallel, delays)
+    wait_until(
+        lambda: all(run_count(counter_dir, f"done-{i}") for i in (0, 2)),
+        30,
+        message="two quick activities finished",
+    )
+    worker.kill9()
+    finished_before_kill = completed_steps(handle.run_id)
+    in_flight = [
+        i
+        for i in range(len(delays))
+        if run_count(counter_dir, f"start-{i}") and not run_count(counter_dir, f"done-{i}")
+    ]
+    assert {0, 2} <= finished_before_kill and in_flight
+    worker.start().wait_ready()
+    assert handle.result(timeout=60) == sum(i * 10 for i in range(len(delays)))
+    for i in finished_before_kill:
+        assert run_count(counter_dir, f"start-{i}") == 1, f"activity {i} ran again"
+    extra = sum(run_count(counter_dir, f"start-{i}") for i in range(len(delays))) - len(delays)
+    assert extra <= len(in_flight)
+
+
+@pytest.mark.broker
 def test_kill9_while_sleeping_then_the_timer_still_fires(worker, executor):
     handle = start(executor, wf.sleeper, 2)
     wait_for(executor, handle.id, "timer:sleep")
@@ -273,6 +301,10 @@ def test_a_run_of_n_activities_takes_at_most_n_plus_2_write_transactions(worker,
     assert handle.result(timeout=30) == sum(i * 10 for i in range(n))
     # Events are never updated, so every transaction that appended one is still visible.
     assert run_writers(handle.run_id) == n + 2
+
+    fan_out = start(executor, wf.parallel, [0] * n)  # all scheduled in one transaction
+    assert fan_out.result(timeout=30) == sum(i * 10 for i in range(n))
+    assert run_writers(fan_out.run_id) == n + 2
 
 
 def test_a_signal_retires_its_timeout_but_not_the_next_waits(worker, executor):

@@ -28,6 +28,13 @@ def chain(ctx: workflow.WorkflowContext, spec):
     return total
 
 
+@workflow.defn(name="engine_parallel")
+def parallel(ctx: workflow.WorkflowContext, delays):
+    """All activities at once; fan-in with gather."""
+    futures = [ctx.start_activity(step, {"i": i, "delay": d}) for i, d in enumerate(delays)]
+    return sum(ctx.gather(*futures))
+
+
 def flaky(ctx, fail_times):
     harness.record_run("flaky")
     if ctx.attempt <= fail_times:

@@ -21,7 +21,7 @@ from django.db import close_old_connections, connection, connections
 from django.utils import timezone
 
 from .. import registry
-from ..activity import ActivityContext
+from ..activity import ActivityContext, call_activity
 from ..errors import ActivityTimeoutError, InvalidPayloadError
 from ..models import ActivityTask
 from ..serialization import ensure_json
@@ -113,7 +113,7 @@ def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
     def target() -> None:
         try:
             fn = registry.resolve(task.reference)
-            result = fn(ctx, task.input)
+            result = call_activity(fn, ctx, task.input)
             box["result"] = ensure_json(result, f"Result of activity {task.name!r}")
         except InvalidPayloadError as exc:
             box["error"], box["retryable"] = error_info(exc), False

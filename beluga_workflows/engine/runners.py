@@ -26,45 +26,59 @@ _lock = threading.Lock()
 _cache: OrderedDict[int, Continuation] = OrderedDict()
 #: Continuations advanced in a transaction that has not committed yet. They go back into the
 #: cache only on commit: after a rollback they are ahead of the database and must not be used.
-_pending: dict[int, Continuation] = {}
+_pending: dict[int, tuple[Continuation, Appender]] = {}
 
 
 def decide(run: WorkflowRun, fn: Callable[..., Any], info: RunInfo, appender: Appender) -> Decision:
+    """One pass of the workflow over its history (the events ``appender`` added included)."""
     size = beluga_settings.CACHE_SIZE
+    horizon = run.decided_through
     if not size:
-        return Replayer(fn, info).run(load_history(run.pk))
+        return Replayer(fn, info, horizon).run(load_history(run.pk))
     with _lock:
-        cont = _cache.pop(run.pk, None)
-    # The history may have grown elsewhere (another worker) since this process saw it.
-    expected_seen = run.last_sequence - len(appender.added)
-    if cont is not None and (cont.fn is not fn or cont.seen != expected_seen):
+        # Within a transaction the continuation of an earlier round is still pending; one
+        # left pending by a transaction that rolled back is ahead of the database.
+        cont, owner = _pending.pop(run.pk, (None, None))
+        if owner is not appender and cont is not None:
+            cont.close()
+            cont = None
+        first_round = cont is None
+        if cont is None:
+            cont = _cache.pop(run.pk, None)
+            # The history may have grown elsewhere (another worker) since this process saw it.
+            if cont is not None and cont.seen != run.last_sequence - len(appender.added):
+                cont.close()
+                cont = None
+    if cont is not None and cont.fn is not fn:
         cont.close()
         cont = None
     if cont is None:
-        cont = Continuation(fn, info, timeout=beluga_settings.WORKFLOW_TASK_TIMEOUT)
+        cont = Continuation(fn, info, beluga_settings.WORKFLOW_TASK_TIMEOUT, horizon)
         decision = cont.feed(load_history(run.pk))
     else:
-        decision = cont.feed(appender.added)
+        decision = cont.feed([event for event in appender.added if event.sequence > cont.seen])
     if decision.done:
         cont.close()
         return decision
     with _lock:
-        _pending[run.pk] = cont
-    transaction.on_commit(lambda: _remember(run.pk, size))
+        _pending[run.pk] = (cont, appender)
+    if first_round:
+        transaction.on_commit(lambda: _remember(run.pk, size))
     return decision
 
 
 def note(run_pk: int, events: list[HistoryEvent]) -> None:
     """Events the engine appended after the decision (the commands) are history too."""
     with _lock:
-        cont = _pending.get(run_pk)
+        cont, _ = _pending.get(run_pk, (None, None))
     if cont is not None:
         cont.note(events)
 
 
 def forget(run_pk: int) -> None:
     with _lock:
-        conts = [c for c in (_cache.pop(run_pk, None), _pending.pop(run_pk, None)) if c]
+        pending, _ = _pending.pop(run_pk, (None, None))
+        conts = [c for c in (_cache.pop(run_pk, None), pending) if c]
     for cont in conts:
         cont.close()
 
@@ -72,7 +86,7 @@ def forget(run_pk: int) -> None:
 def _remember(run_pk: int, size: int) -> None:
     evicted: list[Continuation] = []
     with _lock:
-        cont = _pending.pop(run_pk, None)
+        cont, _ = _pending.pop(run_pk, (None, None))
         if cont is None:
             return
         _cache[run_pk] = cont

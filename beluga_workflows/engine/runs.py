@@ -1,13 +1,17 @@
 """Starting, signalling and cancelling runs: the engine's entry points for clients.
 
 REST views, admin actions, the CLI and the default executor call these; none of them writes
-run or event rows itself.
+run or event rows itself. The workflow steps call them too — a parent starts its children,
+signals them and cancels them inside its own transaction. Locks are always taken parent first,
+then child (a child's close reaches its parent after it commits, see
+:func:`~beluga_workflows.engine.steps.notify_parent`), so two runs never wait for each other.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -17,10 +21,10 @@ from .. import registry
 from ..errors import WorkflowAlreadyStartedError
 from ..history import EventType
 from ..models import ActivityTask, Timer, WorkflowRun
-from ..options import Signal, Status
+from ..options import ParentClosePolicy, Signal, Status
 from ..serialization import ensure_json
 from . import dispatch
-from .store import Appender, lock_running
+from .store import Appender, lock_run, lock_running
 
 
 def start(
@@ -33,7 +37,39 @@ def start(
     """Create a run and ask a worker to take its first step."""
     registry.resolve(workflow_name, reference)  # fail here, not in a worker, on a bad name
     ensure_json(input, f"Input of workflow {workflow_name!r}")
-    workflow_id = workflow_id or str(uuid.uuid4())
+    now = timezone.now()
+    with transaction.atomic():
+        return create_run(
+            workflow_name,
+            reference,
+            workflow_id or str(uuid.uuid4()),
+            input,
+            timeout_seconds=timeout.total_seconds() if timeout else None,
+            deadline=now + timeout if timeout else None,
+        )
+
+
+def create_run(
+    workflow_name: str,
+    reference: str,
+    workflow_id: str,
+    input: Any,
+    *,
+    timeout_seconds: float | None = None,
+    deadline: datetime | None = None,
+    parent: WorkflowRun | None = None,
+    parent_step: int | None = None,
+    parent_close_policy: ParentClosePolicy = ParentClosePolicy.CANCEL,
+    continued_from: WorkflowRun | None = None,
+    run_id: uuid.UUID | None = None,
+    signals: Sequence[dict[str, Any]] = (),
+) -> WorkflowRun:
+    """Insert a run with its ``WorkflowStarted`` event, inside the caller's transaction.
+
+    A savepoint keeps a lost race for the id from aborting the caller's transaction (a parent
+    starting a child whose id is running gets ``WorkflowAlreadyStartedError``, not a broken
+    step). ``signals`` are ones a continued run had not taken yet: they arrive first.
+    """
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -43,28 +79,39 @@ def start(
                 raise WorkflowAlreadyStartedError(workflow_id)
             run = WorkflowRun.objects.create(
                 workflow_id=workflow_id,
+                run_id=run_id or uuid.uuid4(),
                 workflow_name=workflow_name,
                 workflow_reference=reference,
                 input=input,
-                timeout_seconds=timeout.total_seconds() if timeout else None,
+                timeout_seconds=timeout_seconds,
                 advance_requested_at=now,
+                parent=parent,
+                parent_step=parent_step,
+                parent_close_policy=parent_close_policy.value,
+                notify_parent=parent is not None,
+                continued_from=continued_from,
             )
-            Appender(run).append(
-                EventType.WORKFLOW_STARTED,
-                name=workflow_name,
-                data={"input": input, "timeout": run.timeout_seconds},
-                timestamp=now,
-            )
-            if timeout:
-                Timer.objects.create(
-                    run=run, kind=Timer.Kind.WORKFLOW_TIMEOUT, fire_at=now + timeout
-                )
-            run.save(update_fields=["last_sequence"])
-            dispatch.advance(run.pk)
     except IntegrityError as exc:  # lost the race to another start with the same id
         if "beluga_one_running_run_per_id" in str(exc):
             raise WorkflowAlreadyStartedError(workflow_id) from exc
         raise
+    appender = Appender(run)
+    started: dict[str, Any] = {"input": input, "timeout": timeout_seconds}
+    if parent is not None:
+        started["parent"] = {"id": parent.workflow_id, "run_id": str(parent.run_id)}
+    if continued_from is not None:
+        started["continued_from"] = str(continued_from.run_id)
+    appender.append(EventType.WORKFLOW_STARTED, name=workflow_name, data=started, timestamp=now)
+    for signal in signals:
+        appender.append(
+            EventType.SIGNAL_RECEIVED,
+            name=signal["name"],
+            data={"payload": signal.get("payload"), "sender": signal.get("sender")},
+        )
+    if deadline is not None:
+        Timer.objects.create(run=run, kind=Timer.Kind.WORKFLOW_TIMEOUT, fire_at=deadline)
+    run.save(update_fields=["last_sequence"])
+    dispatch.advance(run.pk)
     return run
 
 
@@ -85,24 +132,45 @@ def signal(workflow_id: str, sig: Signal) -> WorkflowRun:
 
 
 def cancel(workflow_id: str, sender: str | None = None) -> WorkflowRun:
-    """Ask the run to stop: its current wait raises ``WorkflowCanceledError``.
-
-    Asking twice is harmless; the second request records nothing.
-    """
+    """Ask the run to stop: its current wait raises ``WorkflowCanceledError``; its children
+    (but abandoned ones) are asked to stop too. Asking twice is harmless."""
     with transaction.atomic():
         run = lock_running(workflow_id, "cancel")
-        if run.events.filter(type=EventType.CANCEL_REQUESTED.value).exists():
-            return run
-        Appender(run).append(EventType.CANCEL_REQUESTED, data={"sender": sender})
-        # The pending step is over for the workflow: late results and timers are stale.
-        ActivityTask.objects.filter(run=run, state=ActivityTask.State.SCHEDULED).update(
-            state=ActivityTask.State.CANCELED
-        )
-        Timer.objects.filter(run=run, state=Timer.State.PENDING).exclude(
-            kind=Timer.Kind.WORKFLOW_TIMEOUT
-        ).update(state=Timer.State.CANCELED)
-        request_advance(run)
+        request_cancel(run, sender)
     return run
+
+
+def request_cancel(run: WorkflowRun, sender: str | None) -> None:
+    """Cancel a locked, running run inside the caller's transaction."""
+    if run.events.filter(type=EventType.CANCEL_REQUESTED.value).exists():
+        return
+    appender = Appender(run)
+    appender.append(EventType.CANCEL_REQUESTED, data={"sender": sender})
+    # The pending steps are over for the workflow: late results and timers are stale.
+    ActivityTask.objects.filter(run=run, state=ActivityTask.State.SCHEDULED).update(
+        state=ActivityTask.State.CANCELED
+    )
+    timers = Timer.objects.filter(run=run, state=Timer.State.PENDING).exclude(
+        kind=Timer.Kind.WORKFLOW_TIMEOUT
+    )
+    for step in timers.filter(kind=Timer.Kind.SLEEP).values_list("step", flat=True):
+        appender.append(EventType.TIMER_CANCELED, step=step, name="timer")
+    timers.update(state=Timer.State.CANCELED)
+    cancel_children(run, f"parent {run.workflow_id!r} was canceled")
+    request_advance(run)
+
+
+def cancel_children(run: WorkflowRun, reason: str) -> None:
+    """Ask the running children of ``run`` to cancel, except the abandoned ones."""
+    children = WorkflowRun.objects.filter(
+        parent=run,
+        status=Status.RUNNING.value,
+        parent_close_policy=ParentClosePolicy.CANCEL.value,
+    )
+    for pk in children.values_list("pk", flat=True):
+        child = lock_run(pk)
+        if child is not None and child.status == Status.RUNNING.value:
+            request_cancel(child, reason)
 
 
 def request_advance(run: WorkflowRun) -> None:

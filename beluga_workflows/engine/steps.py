@@ -1,29 +1,57 @@
-"""Advancing runs: the workflow step, activity outcomes and timers.
+"""Advancing runs: the workflow step, activity outcomes, timers and children's outcomes.
 
 Each function here is one short transaction with the run row locked: append what happened,
 let the interpreter decide what the workflow does next, and record that. An activity that
 completes is recorded *and* the next step decided in the same transaction, which keeps a run
-of N activities to N+2 write transactions.
+of N activities to N+2 write transactions. All the commands of one decision (say, forty
+activities of a fan-out, a timer and a signal wait) are recorded in that one transaction.
+
+A parent starts and signals its children inside its own transaction (parent row first, then
+the child's); a child's close reaches its parent in a transaction of the parent's, right after
+the child's commits (:func:`notify_parent`) — or, if the worker died in between, when the
+sweeper finds the child still marked ``notify_parent``.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from .. import registry
-from ..errors import WorkflowTimeoutError
-from ..history import EventType, ScheduleActivity, StartTimer, WaitSignal
-from ..interpreter import Decision, RunInfo, error_to_json
+from ..errors import WorkflowError, WorkflowTimeoutError, error_to_json
+from ..history import (
+    EventType,
+    RecordMarker,
+    ScheduleActivity,
+    SignalChild,
+    StartChild,
+    StartTimer,
+    WaitSignal,
+    waiting_label,
+)
+from ..interpreter import Decision, RunInfo
 from ..models import ActivityTask, Timer, WorkflowRun
-from ..options import ActivityOptions, RetryPolicy, Status
-from . import dispatch, runners
+from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Signal, Status
+from . import dispatch, runners, runs
 from .store import Appender, lock_run
 
 logger = logging.getLogger("beluga_workflows")
+
+#: Decisions in a row within one transaction, when a step's own commands settle at once
+#: (a child started, a signal delivered); a workflow that keeps doing that waits for a worker.
+MAX_ROUNDS = 100
+
+#: Events ``_apply`` appends that settle a future at once: the workflow reads them next round.
+_IMMEDIATE = {
+    EventType.CHILD_WORKFLOW_STARTED,
+    EventType.CHILD_WORKFLOW_START_FAILED,
+    EventType.CHILD_SIGNAL_SENT,
+    EventType.CHILD_SIGNAL_FAILED,
+}
 
 
 def advance(run_pk: int) -> None:
@@ -41,47 +69,34 @@ def advance(run_pk: int) -> None:
 def decide(run: WorkflowRun, appender: Appender) -> None:
     """Run the workflow function over its history and record what it does next."""
     run.advance_requested_at = None
-    try:
-        fn = registry.resolve(run.workflow_name, run.workflow_reference)
-        info = RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input)
-        decision = runners.decide(run, fn, info, appender)
-    except Exception:
-        # Our failure or a deployment problem (the workflow cannot be imported), not the
-        # workflow's: keep what was recorded and let the sweeper try this step again.
-        logger.exception("Could not advance workflow %s; will retry", run.workflow_id)
-        runners.forget(run.pk)
-        run.advance_requested_at = timezone.now()
-        run.save()
-        return
-    _apply(run, appender, decision)
+    for _ in range(MAX_ROUNDS):
+        try:
+            fn = registry.resolve(run.workflow_name, run.workflow_reference)
+            info = RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input)
+            decision = runners.decide(run, fn, info, appender)
+        except Exception:
+            # Our failure or a deployment problem (the workflow cannot be imported), not the
+            # workflow's: keep what was recorded and let the sweeper try this step again.
+            logger.exception("Could not advance workflow %s; will retry", run.workflow_id)
+            runners.forget(run.pk)
+            run.advance_requested_at = timezone.now()
+            break
+        if not _apply(run, appender, decision):
+            break
+    else:
+        run.advance_requested_at = timezone.now()  # more next time, from a fresh message
+        dispatch.advance(run.pk)
     run.save()
 
 
-def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
+def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> bool:
+    """Record a decision; True when it settled something the workflow should see now."""
     now = timezone.now()
     first_new = len(appender.added)
+    run.decided_through = decision.read_through
     for command in decision.commands:
         if isinstance(command, ScheduleActivity):
-            options = command.options
-            appender.append(
-                EventType.ACTIVITY_SCHEDULED,
-                step=command.step,
-                name=command.name,
-                attempt=1,
-                data={"input": command.input, "options": options.to_json()},
-            )
-            task = ActivityTask.objects.create(
-                run=run,
-                step=command.step,
-                name=command.name,
-                reference=command.reference,
-                input=command.input,
-                options=options.to_json(),
-                not_before=now,
-                deadline=now + options.timeout,
-                dispatched_at=now,
-            )
-            dispatch.activity(task.pk, 1)
+            _schedule_activity(run, appender, command, now)
         elif isinstance(command, StartTimer):
             fire_at = now + command.duration
             appender.append(
@@ -106,48 +121,190 @@ def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
                 Timer.objects.create(
                     run=run, step=command.step, kind=Timer.Kind.SIGNAL_TIMEOUT, fire_at=deadline
                 )
-    runners.note(run.pk, appender.added[first_new:])
-    if run.waiting_for.startswith("signal:") and (decision.commands or decision.done):
-        # The signal arrived: the wait's timeout timer has nothing left to do.
-        Timer.objects.filter(
-            run=run, state=Timer.State.PENDING, kind=Timer.Kind.SIGNAL_TIMEOUT
-        ).exclude(step__in=[c.step for c in decision.commands]).update(state=Timer.State.CANCELED)
-    if decision.done:
-        if decision.error is None:
-            _close(
-                run,
-                appender,
-                Status.COMPLETED,
-                EventType.WORKFLOW_COMPLETED,
-                result=decision.result,
+        elif isinstance(command, StartChild):
+            _start_child(run, appender, command)
+        elif isinstance(command, SignalChild):
+            _signal_child(appender, command)
+        elif isinstance(command, RecordMarker):
+            appender.append(
+                EventType.MARKER_RECORDED,
+                name=command.name,
+                data={"deprecated": command.deprecated},
             )
-        elif decision.canceled:
-            _close(run, appender, Status.CANCELED, EventType.WORKFLOW_CANCELED)
-        else:
-            error = error_to_json(decision.error)
-            _close(run, appender, Status.FAILED, EventType.WORKFLOW_FAILED, error=error)
-        return
+    _cancel_timers(run, appender, decision)
+    new_events = appender.added[first_new:]
+    runners.note(run.pk, new_events)
+    if decision.done:
+        _finish(run, appender, decision)
+        return False
     _set_waiting(run, decision, now)
+    return any(event.type in _IMMEDIATE for event in new_events)
+
+
+def _schedule_activity(
+    run: WorkflowRun, appender: Appender, command: ScheduleActivity, now: Any
+) -> None:
+    options = command.options
+    appender.append(
+        EventType.ACTIVITY_SCHEDULED,
+        step=command.step,
+        name=command.name,
+        attempt=1,
+        data={"input": command.input, "options": options.to_json()},
+    )
+    task = ActivityTask.objects.create(
+        run=run,
+        step=command.step,
+        name=command.name,
+        reference=command.reference,
+        input=command.input,
+        options=options.to_json(),
+        not_before=now,
+        deadline=now + options.timeout,
+        dispatched_at=now,
+    )
+    dispatch.activity(task.pk, 1)
+
+
+def _start_child(run: WorkflowRun, appender: Appender, command: StartChild) -> None:
+    appender.append(
+        EventType.CHILD_WORKFLOW_SCHEDULED,
+        step=command.step,
+        name=command.name,
+        data=command.to_json(),
+    )
+    timeout = command.timeout
+    try:
+        child = runs.create_run(
+            command.name,
+            command.reference,
+            command.workflow_id,
+            command.input,
+            timeout_seconds=timeout.total_seconds() if timeout else None,
+            deadline=timezone.now() + timeout if timeout else None,
+            parent=run,
+            parent_step=command.step,
+            parent_close_policy=command.parent_close_policy,
+        )
+    except WorkflowError as exc:
+        appender.append(
+            EventType.CHILD_WORKFLOW_START_FAILED,
+            step=command.step,
+            name=command.name,
+            data={"error": error_to_json(exc)},
+        )
+        return
+    appender.append(
+        EventType.CHILD_WORKFLOW_STARTED,
+        step=command.step,
+        name=command.name,
+        data={"id": child.workflow_id, "run_id": str(child.run_id)},
+    )
+
+
+def _signal_child(appender: Appender, command: SignalChild) -> None:
+    appender.append(
+        EventType.CHILD_SIGNAL_SCHEDULED,
+        step=command.step,
+        name=command.name,
+        data=command.to_json(),
+    )
+    try:
+        runs.signal(command.child_id, Signal(command.name, command.payload, command.sender))
+    except WorkflowError as exc:
+        appender.append(
+            EventType.CHILD_SIGNAL_FAILED,
+            step=command.step,
+            name=command.name,
+            data={"error": error_to_json(exc)},
+        )
+        return
+    appender.append(EventType.CHILD_SIGNAL_SENT, step=command.step, name=command.name)
+
+
+def _cancel_timers(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
+    for step in decision.cancel_timers:
+        if Timer.objects.filter(run=run, step=step, state=Timer.State.PENDING).update(
+            state=Timer.State.CANCELED
+        ):
+            appender.append(EventType.TIMER_CANCELED, step=step, name="timer")
+    if decision.cancel_signal_timeouts:
+        # The signal came: the wait's timeout timer has nothing left to do.
+        Timer.objects.filter(
+            run=run,
+            step__in=decision.cancel_signal_timeouts,
+            state=Timer.State.PENDING,
+            kind=Timer.Kind.SIGNAL_TIMEOUT,
+        ).update(state=Timer.State.CANCELED)
+
+
+def _finish(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
+    if decision.continue_as_new is not None:
+        _continue_as_new(run, appender, decision)
+    elif decision.error is None:
+        _close(
+            run, appender, Status.COMPLETED, EventType.WORKFLOW_COMPLETED, result=decision.result
+        )
+    elif decision.canceled:
+        _close(run, appender, Status.CANCELED, EventType.WORKFLOW_CANCELED)
+    else:
+        error = error_to_json(decision.error)
+        _close(run, appender, Status.FAILED, EventType.WORKFLOW_FAILED, error=error)
+
+
+def _continue_as_new(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
+    """Close the run and start its successor: same id, same workflow, empty history."""
+    request = decision.continue_as_new
+    assert request is not None
+    deadline = (
+        Timer.objects.filter(run=run, kind=Timer.Kind.WORKFLOW_TIMEOUT, state=Timer.State.PENDING)
+        .values_list("fire_at", flat=True)
+        .first()
+    )
+    successor = uuid.uuid4()
+    _close(
+        run,
+        appender,
+        Status.CONTINUED_AS_NEW,
+        EventType.WORKFLOW_CONTINUED_AS_NEW,
+        data={"input": request.input, "new_run_id": str(successor)},
+    )
+    run.notify_parent = False  # the chain's last run reports to the parent
+    run.save()  # closed before its successor exists: one running run per id
+    parent = WorkflowRun.objects.filter(pk=run.parent_id).first() if run.parent_id else None
+    runs.create_run(
+        run.workflow_name,
+        run.workflow_reference,
+        run.workflow_id,
+        request.input,
+        timeout_seconds=run.timeout_seconds,
+        deadline=deadline,
+        parent=parent,
+        parent_step=run.parent_step,
+        parent_close_policy=ParentClosePolicy(run.parent_close_policy),
+        continued_from=run,
+        run_id=successor,
+        signals=request.signals,
+    )
 
 
 def _set_waiting(run: WorkflowRun, decision: Decision, now: Any) -> None:
-    if decision.waiting is None:
+    label = waiting_label(decision.waiting)
+    if not label:
         run.waiting_for = ""
         run.waiting_since = run.waiting_deadline = None
         return
-    kind, name, step = decision.waiting
-    label = {
-        EventType.ACTIVITY_SCHEDULED: "activity",
-        EventType.TIMER_STARTED: "timer",
-        EventType.SIGNAL_WAIT_STARTED: "signal",
-    }[kind]
-    waiting_for = f"{label}:{name}"
-    if waiting_for != run.waiting_for or decision.commands:
-        run.waiting_for = waiting_for
+    if label != run.waiting_for or decision.commands:
+        run.waiting_for = label
         run.waiting_since = now
-        timer = None
-        if kind is not EventType.ACTIVITY_SCHEDULED:  # activities have no timer row
-            timer = Timer.objects.filter(run=run, step=step, state=Timer.State.PENDING).first()
+        timed = [w.step for w in decision.waiting if w.kind in ("signal", "timer")]
+        timer = (
+            Timer.objects.filter(run=run, step__in=timed, state=Timer.State.PENDING)
+            .order_by("fire_at")
+            .first()
+            if timed
+            else None
+        )
         run.waiting_deadline = timer.fire_at if timer else None
 
 
@@ -159,8 +316,9 @@ def _close(
     *,
     result: Any = None,
     error: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
-    data: dict[str, Any] = {}
+    data = dict(data or {})
     if event is EventType.WORKFLOW_COMPLETED:
         data["result"] = result
     if error is not None:
@@ -177,7 +335,54 @@ def _close(
         state=ActivityTask.State.CANCELED
     )
     Timer.objects.filter(run=run, state=Timer.State.PENDING).update(state=Timer.State.CANCELED)
+    runs.cancel_children(run, f"parent {run.workflow_id!r} closed ({status.value})")
     runners.forget(run.pk)
+    if run.notify_parent and status is not Status.CONTINUED_AS_NEW:
+        pk = run.pk
+        transaction.on_commit(lambda: _notify_quietly(pk))
+
+
+def _notify_quietly(child_pk: int) -> None:
+    try:
+        notify_parent(child_pk)
+    except Exception:  # the sweeper delivers it later
+        logger.warning("Could not tell the parent of run %s yet", child_pk, exc_info=True)
+
+
+def notify_parent(child_pk: int) -> bool:
+    """Record a closed child's outcome in its parent's history and advance the parent."""
+    parent_pk = WorkflowRun.objects.filter(pk=child_pk).values_list("parent_id", flat=True).first()
+    with transaction.atomic():
+        parent = lock_run(parent_pk) if parent_pk else None
+        child = WorkflowRun.objects.select_for_update().filter(pk=child_pk).first()
+        if child is None or not child.notify_parent or child.status == Status.RUNNING.value:
+            return False
+        child.notify_parent = False
+        child.save(update_fields=["notify_parent"])
+        if parent is None or parent.status != Status.RUNNING.value:
+            return False
+        appender = Appender(parent)
+        if child.status == Status.COMPLETED.value:
+            appender.append(
+                EventType.CHILD_WORKFLOW_COMPLETED,
+                step=child.parent_step,
+                name=child.workflow_name,
+                data={"id": child.workflow_id, "run_id": str(child.run_id), "result": child.result},
+            )
+        else:
+            appender.append(
+                EventType.CHILD_WORKFLOW_FAILED,
+                step=child.parent_step,
+                name=child.workflow_name,
+                data={
+                    "id": child.workflow_id,
+                    "run_id": str(child.run_id),
+                    "status": child.status,
+                    "error": child.error,
+                },
+            )
+        decide(parent, appender)
+        return True
 
 
 def finish_activity(

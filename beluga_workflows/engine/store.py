@@ -26,15 +26,22 @@ def lock_run(pk: int, skip_locked: bool = False) -> WorkflowRun | None:
 
 
 def lock_running(workflow_id: str, action: str) -> WorkflowRun:
-    """The running run with this id, locked; clear errors when there is none."""
-    run = (
-        WorkflowRun.objects.select_for_update()
-        .filter(workflow_id=workflow_id, status=Status.RUNNING.value)
-        .first()
-    )
-    if run is not None:
-        return run
-    latest = latest_run(workflow_id)
+    """The running run with this id, locked; clear errors when there is none.
+
+    A run that continued as new while we waited for its lock is followed to its successor
+    (a new statement sees the row its transaction inserted).
+    """
+    for _ in range(3):
+        run = (
+            WorkflowRun.objects.select_for_update()
+            .filter(workflow_id=workflow_id, status=Status.RUNNING.value)
+            .first()
+        )
+        if run is not None:
+            return run
+        latest = latest_run(workflow_id)
+        if latest.status != Status.CONTINUED_AS_NEW.value:
+            break
     raise WorkflowClosedError(workflow_id, latest.status, action)
 
 

@@ -2,8 +2,9 @@
 
 ``runworker`` calls :func:`sweep` every ``POLL_INTERVAL`` seconds. It fires due timers,
 notices activity attempts whose worker died (their advisory lock is free) and either times
-them out (past their deadline) or sends them again, and re-advances runs whose workflow-step
-message was lost. It never relies on the broker redelivering anything.
+them out (past their deadline) or sends them again, re-advances runs whose workflow-step
+message was lost, and hands closed children's outcomes to parents that have not received
+them (the worker died between the two). It never relies on the broker redelivering anything.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ BATCH = 200
 
 def sweep() -> int:
     """One pass; returns how many things it acted on."""
-    return fire_due_timers() + recover_activities() + recover_runs()
+    return fire_due_timers() + recover_activities() + recover_runs() + recover_child_outcomes()
 
 
 def fire_due_timers() -> int:
@@ -78,4 +79,18 @@ def recover_runs() -> int:
         logger.info("Advancing stalled run %s", pk)
         steps.advance(pk)
         acted += 1
+    return acted
+
+
+def recover_child_outcomes() -> int:
+    stale = timezone.now() - timedelta(seconds=beluga_settings.REDISPATCH_AFTER)
+    closed = (
+        WorkflowRun.objects.filter(notify_parent=True, closed_at__lte=stale)
+        .exclude(status=Status.RUNNING.value)
+        .values_list("pk", flat=True)[:BATCH]
+    )
+    acted = 0
+    for pk in closed:
+        logger.info("Telling the parent of run %s how it ended", pk)
+        acted += steps.notify_parent(pk)
     return acted

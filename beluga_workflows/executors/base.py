@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..errors import WorkflowCanceledError, WorkflowFailedError, WorkflowTimeoutError
+from ..errors import (
+    WorkflowCanceledError,
+    WorkflowFailedError,
+    WorkflowTimeoutError,
+    error_from_json,
+)
 from ..history import HistoryEvent
 from ..options import Signal, Status, WorkflowOptions
 
@@ -29,6 +34,14 @@ class WorkflowState:
     waiting_for: str = ""
     waiting_since: datetime | None = None
     waiting_deadline: datetime | None = None
+    #: The parent run's workflow id and run id, for a child workflow.
+    parent_id: str | None = None
+    parent_run_id: str | None = None
+    #: Child workflows this run started: ``{"id", "run_id", "workflow", "status"}`` each.
+    children: tuple[dict[str, Any], ...] = ()
+    #: The run this one continues, and the run that continues it (``continue_as_new``).
+    continued_from: str | None = None
+    continued_as: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -47,6 +60,11 @@ class WorkflowState:
             "waiting_for": self.waiting_for,
             "waiting_since": iso(self.waiting_since),
             "waiting_deadline": iso(self.waiting_deadline),
+            "parent_id": self.parent_id,
+            "parent_run_id": self.parent_run_id,
+            "children": list(self.children),
+            "continued_from": self.continued_from,
+            "continued_as": self.continued_as,
         }
 
 
@@ -54,8 +72,6 @@ def raise_for_outcome(
     workflow_id: str, status: Status, error: dict[str, Any] | None, timeout: float | None = None
 ) -> None:
     """What ``handle.result()`` raises for a run that did not complete (same on every executor)."""
-    from ..interpreter import error_from_json
-
     if status is Status.FAILED:
         raise WorkflowFailedError(workflow_id, error_from_json(error or {}))
     if status is Status.CANCELED:

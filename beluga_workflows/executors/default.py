@@ -19,7 +19,22 @@ from ..options import Config, Signal, Status, WorkflowOptions
 from .base import DurableExecutor, WorkflowHandle, WorkflowState, raise_for_outcome
 
 
-def run_state(run: WorkflowRun) -> WorkflowState:
+def run_state(run: WorkflowRun, children: bool = False) -> WorkflowState:
+    """A run as every executor describes it; ``children`` lists them (one more query)."""
+    parent = run.parent
+    kids: tuple[dict[str, Any], ...] = ()
+    if children:
+        kids = tuple(
+            {"id": wid, "run_id": str(rid), "workflow": name, "status": status}
+            for wid, rid, name, status in run.children.order_by("parent_step", "id").values_list(
+                "workflow_id", "run_id", "workflow_name", "status"
+            )
+        )
+    successor = (
+        run.continuations.values_list("run_id", flat=True).first()
+        if run.status == Status.CONTINUED_AS_NEW.value
+        else None
+    )
     return WorkflowState(
         workflow_id=run.workflow_id,
         run_id=str(run.run_id),
@@ -33,6 +48,11 @@ def run_state(run: WorkflowRun) -> WorkflowState:
         waiting_for=run.waiting_for,
         waiting_since=run.waiting_since,
         waiting_deadline=run.waiting_deadline,
+        parent_id=parent.workflow_id if parent else None,
+        parent_run_id=str(parent.run_id) if parent else None,
+        children=kids,
+        continued_from=str(run.continued_from.run_id) if run.continued_from else None,
+        continued_as=str(successor) if successor else None,
     )
 
 
@@ -44,12 +64,19 @@ class DefaultHandle(WorkflowHandle):
         return Status(self._run().status)
 
     def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run, following ``continue_as_new`` to the chain's last run."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.02
+        run_id = self._run_id
         while True:
-            run = self._run()
+            run = WorkflowRun.objects.get(run_id=run_id)
             status = Status(run.status)
-            if status.is_closed:
+            if status is Status.CONTINUED_AS_NEW:
+                successor = run.continuations.values_list("run_id", flat=True).first()
+                if successor is not None:
+                    run_id, delay = successor, 0.02
+                    continue
+            elif status.is_closed:
                 raise_for_outcome(self._id, status, run.error)
                 return run.result
             if deadline is not None and time.monotonic() >= deadline:
@@ -87,7 +114,9 @@ class DefaultExecutor(DurableExecutor):
             return [event.to_json() for event in load_history(run.pk)]
         fn = registry.resolve(run.workflow_name, run.workflow_reference)
         replayer = Replayer(
-            fn, RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input)
+            fn,
+            RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input),
+            horizon=run.decided_through,
         )
         replayer.run(load_history(run.pk))
         return run_query(replayer.machine, query_type)
@@ -97,7 +126,7 @@ class DefaultExecutor(DurableExecutor):
         return DefaultHandle(run.workflow_id, str(run.run_id))
 
     def describe(self, workflow_id: str) -> WorkflowState:
-        return run_state(latest_run(workflow_id))
+        return run_state(latest_run(workflow_id), children=True)
 
     def history(self, workflow_id: str) -> list[HistoryEvent]:
         return load_history(latest_run(workflow_id).pk)
