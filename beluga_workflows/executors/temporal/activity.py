@@ -21,7 +21,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from ... import registry
-from ...activity import ActivityContext
+from ...activity import ActivityContext, call_activity
 from ...errors import InvalidPayloadError
 from ...serialization import ensure_json
 
@@ -46,7 +46,7 @@ def beluga_activity(args: Sequence[RawValue]) -> Any:
     close_old_connections()
     try:
         fn = registry.resolve(info.activity_type)
-        result = fn(ctx, spec.get("input"))
+        result = call_activity(fn, ctx, spec.get("input"))
         return ensure_json(result, f"Result of activity {spec.get('name', info.activity_type)!r}")
     except InvalidPayloadError as exc:
         raise ApplicationError(

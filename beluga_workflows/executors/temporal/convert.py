@@ -29,18 +29,22 @@ import temporalio.common
 import temporalio.exceptions
 from temporalio.client import WorkflowExecutionStatus
 
-from ...errors import NonDeterminismError, WorkflowError
-from ...interpreter import error_from_json, error_to_json
+from ...errors import NonDeterminismError, WorkflowError, error_from_json, error_to_json
 from ...options import ActivityOptions, Status
 from ...registry import display_name
 
 #: Memo key holding the workflow function's ``module:qualname``, so any worker can import it.
 REFERENCE_MEMO = "beluga_reference"
 
-#: Memo key holding the signal wait a run is blocked on (absent when it is not waiting).
+#: Memo key holding the signal waits a run started and what it is blocked on, when signals
+#: are involved: ``{"started": [{"signal", "step", "timeout", "deadline"}, ...],
+#: "waiting": {"for", "since", "deadline"} | None}`` (Temporal has no event for a signal wait).
 WAIT_MEMO = "beluga_wait"
 
-_TIMER_SUMMARY = re.compile(r"^step (\d+): (sleep|timeout of signal)")
+#: Memo key of a child workflow: the parent's step that started it.
+PARENT_STEP_MEMO = "beluga_parent_step"
+
+_TIMER_SUMMARY = re.compile(r"^step (\d+): (sleep|timer|timeout of signal|timeout)")
 _NONDETERMINISM = re.compile(r"(?:\[TMPRL1100\] )?Nondeterminism error", re.IGNORECASE)
 _ACTIVITY_MISMATCH = re.compile(r"scheduled event '([^']*)' does not match .* command '([^']*)'")
 
@@ -51,14 +55,14 @@ STATUS_FROM_TEMPORAL = {
     WorkflowExecutionStatus.CANCELED: Status.CANCELED,
     # An operator's `temporal workflow terminate`: the run did not finish its work.
     WorkflowExecutionStatus.TERMINATED: Status.FAILED,
-    # We never continue-as-new; a run that did so by other means has finished its part.
-    WorkflowExecutionStatus.CONTINUED_AS_NEW: Status.COMPLETED,
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: Status.CONTINUED_AS_NEW,
     WorkflowExecutionStatus.TIMED_OUT: Status.TIMED_OUT,
 }
 
 STATUS_TO_QUERY = {
     Status.RUNNING: "ExecutionStatus = 'Running'",
-    Status.COMPLETED: "ExecutionStatus IN ('Completed', 'ContinuedAsNew')",
+    Status.COMPLETED: "ExecutionStatus = 'Completed'",
+    Status.CONTINUED_AS_NEW: "ExecutionStatus = 'ContinuedAsNew'",
     Status.FAILED: "ExecutionStatus IN ('Failed', 'Terminated')",
     Status.CANCELED: "ExecutionStatus = 'Canceled'",
     Status.TIMED_OUT: "ExecutionStatus = 'TimedOut'",
@@ -81,20 +85,27 @@ def status_from_temporal(status: WorkflowExecutionStatus | int | None) -> Status
 # Timers ----------------------------------------------------------------------------------
 
 
-def sleep_summary(step: int) -> str:
-    return f"step {step}: sleep"
+def timer_summary(step: int, name: str) -> str:
+    """``step 3: sleep`` (``ctx.sleep``), ``step 3: timer`` or ``step 3: timeout`` (wait_any)."""
+    return f"step {step}: {name}"
 
 
 def signal_timeout_summary(step: int, name: str) -> str:
     return f"step {step}: timeout of signal {name!r}"
 
 
+def child_summary(step: int) -> str:
+    return f"step {step}: child workflow"
+
+
 def parse_timer_summary(summary: str | None) -> tuple[int, str] | None:
-    """``(step, "sleep" | "signal_timeout")`` for a timer we started, else None."""
+    """``(step, name)`` for a timer we started — name ``sleep``, ``timer``, ``timeout`` or
+    ``signal_timeout`` — else None."""
     match = _TIMER_SUMMARY.match(summary or "")
     if match is None:
         return None
-    return int(match.group(1)), "sleep" if match.group(2) == "sleep" else "signal_timeout"
+    kind = match.group(2)
+    return int(match.group(1)), "signal_timeout" if kind == "timeout of signal" else kind
 
 
 # Activities ------------------------------------------------------------------------------
@@ -137,6 +148,40 @@ def activity_failure(
         exhausted = err.retry_state == temporalio.exceptions.RetryState.MAXIMUM_ATTEMPTS_REACHED
         attempt = options.retry.max_attempts if exhausted else 1
     return attempt, error
+
+
+# Child workflows -------------------------------------------------------------------------
+
+
+def child_failure(err: temporalio.exceptions.ChildWorkflowError) -> tuple[Status, dict[str, Any]]:
+    """How a child ended (failed, canceled, timed out) and its ``error`` dict."""
+    cause = err.cause
+    if isinstance(cause, temporalio.exceptions.CancelledError):
+        return Status.CANCELED, {"type": "WorkflowCanceledError", "message": str(cause)}
+    if isinstance(cause, temporalio.exceptions.TimeoutError):
+        return Status.TIMED_OUT, {"type": "WorkflowTimeoutError", "message": str(cause)}
+    return Status.FAILED, error_json_from_failure(cause)
+
+
+#: Temporal's marker for ``workflow.patched`` / ``deprecate_patch``.
+PATCH_MARKER = "core_patch"
+
+
+def patch_marker(attributes: Any, payloads: Any) -> tuple[str, bool] | None:
+    """``(change_id, deprecated)`` of a ``MarkerRecorded`` event written by ``patched()``."""
+    if attributes.marker_name != PATCH_MARKER:
+        return None
+    change_id, deprecated = "", False
+    for key, values in attributes.details.items():
+        for value in payloads.from_payloads(list(values.payloads)) if values.payloads else []:
+            if isinstance(value, dict):
+                change_id = str(value.get("id") or value.get("patch_id") or change_id)
+                deprecated = bool(value.get("deprecated", deprecated))
+            elif key in ("patch_id", "id") and isinstance(value, str):
+                change_id = value
+            elif key == "deprecated":
+                deprecated = bool(value)
+    return (change_id, deprecated) if change_id else None
 
 
 # Workflow outcomes -----------------------------------------------------------------------

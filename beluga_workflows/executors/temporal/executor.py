@@ -223,13 +223,17 @@ class TemporalExecutor(DurableExecutor):
             raise
 
     def run_result(self, workflow_id: str, run_id: str, timeout: float | None) -> Any:
+        """The result of the run, following ``continue_as_new`` to the chain's last run."""
+
         async def result(client: Client) -> Any:
             handle = client.get_workflow_handle(workflow_id, run_id=run_id)
             try:
-                return await handle.result(follow_runs=False)
+                return await handle.result(follow_runs=True)
             except WorkflowFailureError:
                 # Read the outcome as describe() and the mirror do, from the translated history.
                 record = await read_record(client, workflow_id, run_id)
+                while record.state.status is Status.CONTINUED_AS_NEW and record.state.continued_as:
+                    record = await read_record(client, workflow_id, record.state.continued_as)
             raise_for_outcome(
                 workflow_id, record.state.status, record.state.error, record.timeout_seconds
             )

@@ -74,6 +74,9 @@ def write(record: RunRecord, create_closed: bool = True) -> None:
         "closed_at": record.closed_at,
         "last_sequence": len(record.events),
         "advance_requested_at": None,
+        "parent": _row(record.parent[1]) if record.parent else None,
+        "parent_step": record.parent_step,
+        "continued_from": _row(record.continued_from) if record.continued_from else None,
     }
     for attempt in range(2):
         try:
@@ -260,6 +263,11 @@ async def _list(client: Any, query: str) -> list[tuple[str, str, Status]]:
         (execution.id, execution.run_id, status_from_temporal(execution.status))
         async for execution in client.list_workflows(query)
     ]
+
+
+def _row(run_id: str) -> WorkflowRun | None:
+    """The mirrored row of a related run (a parent, a predecessor), if it has one yet."""
+    return WorkflowRun.objects.filter(run_id=_uuid(run_id)).first()
 
 
 def _uuid(value: str) -> Any:

@@ -90,7 +90,9 @@ async def _state(execution: WorkflowExecution) -> WorkflowState:
     memo: dict[str, Any] = dict(await execution.memo())
     wait = memo.get(convert.WAIT_MEMO)
     status = convert.status_from_temporal(execution.status)
-    waiting = wait if isinstance(wait, dict) and status is Status.RUNNING else None
+    waiting = wait.get("waiting") if isinstance(wait, dict) else None
+    if not isinstance(waiting, dict) or status is not Status.RUNNING:
+        waiting = None
     return WorkflowState(
         workflow_id=execution.id,
         run_id=execution.run_id,
@@ -98,5 +100,5 @@ async def _state(execution: WorkflowExecution) -> WorkflowState:
         status=status,
         created_at=execution.start_time,
         updated_at=execution.close_time or execution.start_time,
-        waiting_for=f"signal:{waiting['signal']}" if waiting else "",
+        waiting_for=str(waiting.get("for", "")) if waiting else "",
     )

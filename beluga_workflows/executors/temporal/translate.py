@@ -33,9 +33,13 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.history.v1 import HistoryEvent as TemporalEvent
 from temporalio.converter import DataConverter
 
-from ...errors import NonDeterminismError, WorkflowTimeoutError
-from ...history import EventType, HistoryEvent, describe
-from ...interpreter import error_to_json
+from ...errors import (
+    NonDeterminismError,
+    WorkflowAlreadyStartedError,
+    WorkflowTimeoutError,
+    error_to_json,
+)
+from ...history import EventType, HistoryEvent, Wait, describe, waiting_label
 from ...options import Status
 from ...registry import display_name
 from ..base import WorkflowState
@@ -52,6 +56,10 @@ class RunRecord:
     task_queue: str
     timeout_seconds: float | None
     closed_at: datetime | None
+    #: The parent's ``(workflow_id, run_id)`` and step, for a child workflow.
+    parent: tuple[str, str] | None = None
+    parent_step: int | None = None
+    continued_from: str | None = None
 
 
 def _time(event: TemporalEvent) -> datetime:
@@ -80,8 +88,16 @@ class _Reader:
         self.attempts: dict[int, int] = {}  # scheduled event id -> attempt that started
         self.open_activities: dict[int, datetime] = {}
         self.timers: dict[str, tuple[int, str]] = {}  # timer id -> step, kind
-        self.open_sleeps: dict[str, tuple[int, datetime, datetime]] = {}
+        self.open_sleeps: dict[str, tuple[int, str, datetime, datetime]] = {}
         self.wait: dict[str, Any] | None = None
+        self.parent: tuple[str, str] | None = None
+        self.parent_step: int | None = None
+        self.continued_from: str | None = None
+        self.continued_as: str | None = None
+        self.child_steps: dict[int, tuple[int, str, str]] = {}  # initiated id -> step, name, id
+        self.children: dict[int, dict[str, Any]] = {}  # step -> {"id", "run_id", ...}
+        self.open_children: dict[int, str] = {}  # initiated event id -> name
+        self.signal_steps: dict[int, tuple[int, str]] = {}  # initiated id -> step, signal
 
     # -- helpers ---------------------------------------------------------------------------
     def values(self, payloads: Payloads) -> list[Any]:
@@ -122,12 +138,25 @@ class _Reader:
         self.created_at = at
         if convert.REFERENCE_MEMO in a.memo.fields:
             self.reference = str(self.value(a.memo.fields[convert.REFERENCE_MEMO]) or "")
-        data = {
+        if convert.PARENT_STEP_MEMO in a.memo.fields:
+            self.parent_step = self.value(a.memo.fields[convert.PARENT_STEP_MEMO])
+        data: dict[str, Any] = {
             "input": self.input,
             "timeout": self.timeout,
             "temporal": {"task_queue": self.task_queue},
         }
+        if a.HasField("parent_workflow_execution"):
+            parent = a.parent_workflow_execution
+            self.parent = (parent.workflow_id, parent.run_id)
+            data["parent"] = {"id": parent.workflow_id, "run_id": parent.run_id}
+        if a.continued_execution_run_id:
+            self.continued_from = a.continued_execution_run_id
+            data["continued_from"] = a.continued_execution_run_id
         self.add(EventType.WORKFLOW_STARTED, at, name=self.name, data=data)
+        carried = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+        for signal in carried.get("signals", []):
+            data = {"payload": signal.get("payload"), "sender": signal.get("sender")}
+            self.add(EventType.SIGNAL_RECEIVED, at, name=signal.get("name", ""), data=data)
 
     def on_activity_task_scheduled_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
         args = self.values(a.input)
@@ -195,37 +224,42 @@ class _Reader:
             return
         step, kind = parsed
         self.timers[a.timer_id] = parsed
-        if kind == "sleep":
+        if kind != "signal_timeout":
             duration = a.start_to_fire_timeout.ToTimedelta()
-            self.open_sleeps[a.timer_id] = (step, at, at + duration)
+            self.open_sleeps[a.timer_id] = (step, kind, at, at + duration)
             data = {"duration": duration.total_seconds(), "fire_at": (at + duration).isoformat()}
-            self.add(EventType.TIMER_STARTED, at, step=step, name="sleep", data=data)
+            self.add(EventType.TIMER_STARTED, at, step=step, name=kind, data=data)
 
     def on_timer_fired_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
         self.open_sleeps.pop(a.timer_id, None)
         if a.timer_id in self.timers:
             step, kind = self.timers[a.timer_id]
-            self.add(EventType.TIMER_FIRED, at, step=step, name=kind)
+            name = "signal_timeout" if kind == "signal_timeout" else "sleep"
+            self.add(EventType.TIMER_FIRED, at, step=step, name=name)
 
     def on_timer_canceled_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
-        self.open_sleeps.pop(a.timer_id, None)
+        if self.open_sleeps.pop(a.timer_id, None) is not None:
+            step, _ = self.timers[a.timer_id]
+            self.add(EventType.TIMER_CANCELED, at, step=step, name="timer")
 
     def on_workflow_properties_modified_event_attributes(
         self, event: Any, a: Any, at: datetime
     ) -> None:
         if convert.WAIT_MEMO not in a.upserted_memo.fields:
             return
-        wait = self.value(a.upserted_memo.fields[convert.WAIT_MEMO])
-        self.wait = wait if isinstance(wait, dict) else None
-        if self.wait:
-            data = {"timeout": self.wait.get("timeout"), "deadline": self.wait.get("deadline")}
+        memo = self.value(a.upserted_memo.fields[convert.WAIT_MEMO])
+        memo = memo if isinstance(memo, dict) else {}
+        for wait in memo.get("started", []):
+            data = {"timeout": wait.get("timeout"), "deadline": wait.get("deadline")}
             self.add(
                 EventType.SIGNAL_WAIT_STARTED,
                 at,
-                step=self.wait.get("step"),
-                name=self.wait.get("signal", ""),
+                step=wait.get("step"),
+                name=wait.get("signal", ""),
                 data=data,
             )
+        waiting = memo.get("waiting")
+        self.wait = waiting if isinstance(waiting, dict) else None
 
     def on_workflow_execution_signaled_event_attributes(
         self, event: Any, a: Any, at: datetime
@@ -245,6 +279,7 @@ class _Reader:
         self.status, self.closed_at, self.wait = status, at, None
         self.open_activities.clear()
         self.open_sleeps.clear()
+        self.open_children.clear()
 
     def on_workflow_execution_completed_event_attributes(
         self, event: Any, a: Any, at: datetime
@@ -257,8 +292,154 @@ class _Reader:
     def on_workflow_execution_continued_as_new_event_attributes(
         self, event: Any, a: Any, at: datetime
     ) -> None:
-        self._close(Status.COMPLETED, at)
-        self.add(EventType.WORKFLOW_COMPLETED, at, data={"continued_as": a.new_execution_run_id})
+        args = self.values(a.input)
+        self.continued_as = a.new_execution_run_id
+        self._close(Status.CONTINUED_AS_NEW, at)
+        data = {"input": args[0] if args else None, "new_run_id": a.new_execution_run_id}
+        self.add(EventType.WORKFLOW_CONTINUED_AS_NEW, at, data=data)
+
+    # -- child workflows, signals to them, patches -----------------------------------------
+    def on_start_child_workflow_execution_initiated_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        memo = a.memo.fields
+        if convert.PARENT_STEP_MEMO not in memo:
+            return
+        step = int(self.value(memo[convert.PARENT_STEP_MEMO]))
+        name = a.workflow_type.name
+        self.child_steps[event.event_id] = (step, name, a.workflow_id)
+        self.open_children[event.event_id] = name
+        args = self.values(a.input)
+        timeout = a.workflow_execution_timeout.ToTimedelta().total_seconds() or None
+        policy = "abandon" if a.parent_close_policy == 2 else "cancel"
+        data = {
+            "id": a.workflow_id,
+            "input": args[0] if args else None,
+            "timeout": timeout,
+            "parent_close_policy": policy,
+        }
+        self.add(EventType.CHILD_WORKFLOW_SCHEDULED, at, step=step, name=name, data=data)
+
+    def _child(self, initiated: int) -> tuple[int, str, str] | None:
+        return self.child_steps.get(initiated)
+
+    def on_child_workflow_execution_started_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        found = self._child(a.initiated_event_id)
+        if found is None:
+            return
+        step, name, child_id = found
+        run_id = a.workflow_execution.run_id
+        self.children[step] = {"id": child_id, "run_id": run_id, "workflow": name}
+        self.children[step]["status"] = Status.RUNNING.value
+        data = {"id": child_id, "run_id": run_id}
+        self.add(EventType.CHILD_WORKFLOW_STARTED, at, step=step, name=name, data=data)
+
+    def on_start_child_workflow_execution_failed_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        found = self._child(a.initiated_event_id)
+        if found is None:
+            return
+        step, name, child_id = found
+        self.open_children.pop(a.initiated_event_id, None)
+        error = error_to_json(WorkflowAlreadyStartedError(child_id))
+        self.add(
+            EventType.CHILD_WORKFLOW_START_FAILED, at, step=step, name=name, data={"error": error}
+        )
+
+    def _child_closed(self, a: Any, at: datetime, status: Status, error: Any = None) -> None:
+        found = self._child(a.initiated_event_id)
+        if found is None:
+            return
+        step, name, child_id = found
+        self.open_children.pop(a.initiated_event_id, None)
+        self.children.get(step, {})["status"] = status.value
+        data: dict[str, Any] = {"id": child_id, "run_id": a.workflow_execution.run_id}
+        if status is Status.COMPLETED:
+            values = self.values(a.result)
+            data["result"] = values[0] if values else None
+            self.add(EventType.CHILD_WORKFLOW_COMPLETED, at, step=step, name=name, data=data)
+            return
+        data.update(status=status.value, error=error)
+        self.add(EventType.CHILD_WORKFLOW_FAILED, at, step=step, name=name, data=data)
+
+    def on_child_workflow_execution_completed_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        self._child_closed(a, at, Status.COMPLETED)
+
+    def on_child_workflow_execution_failed_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        error = convert.error_json_from_failure(self.failure(a.failure))
+        self._child_closed(a, at, Status.FAILED, error)
+
+    def on_child_workflow_execution_canceled_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        error = {"type": "WorkflowCanceledError", "message": "The child workflow was canceled."}
+        self._child_closed(a, at, Status.CANCELED, error)
+
+    def on_child_workflow_execution_timed_out_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        error = {"type": "WorkflowTimeoutError", "message": "The child workflow timed out."}
+        self._child_closed(a, at, Status.TIMED_OUT, error)
+
+    def on_child_workflow_execution_terminated_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        error = {"type": "WorkflowTerminated", "message": "The child workflow was terminated."}
+        self._child_closed(a, at, Status.FAILED, error)
+
+    def on_signal_external_workflow_execution_initiated_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        args = self.values(a.input)
+        meta = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+        if "step" not in meta:
+            return
+        step = int(meta["step"])
+        self.signal_steps[event.event_id] = (step, a.signal_name)
+        child_step = next(
+            (
+                s
+                for s, child in self.children.items()
+                if child["id"] == a.workflow_execution.workflow_id
+            ),
+            None,
+        )
+        data = {
+            "child_step": child_step,
+            "id": a.workflow_execution.workflow_id,
+            "payload": args[0] if args else None,
+            "sender": meta.get("sender"),
+        }
+        self.add(EventType.CHILD_SIGNAL_SCHEDULED, at, step=step, name=a.signal_name, data=data)
+
+    def on_external_workflow_execution_signaled_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        if a.initiated_event_id in self.signal_steps:
+            step, name = self.signal_steps[a.initiated_event_id]
+            self.add(EventType.CHILD_SIGNAL_SENT, at, step=step, name=name)
+
+    def on_signal_external_workflow_execution_failed_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        if a.initiated_event_id in self.signal_steps:
+            step, name = self.signal_steps[a.initiated_event_id]
+            error = {"type": "WorkflowClosedError", "message": f"Cannot signal {name!r}."}
+            self.add(EventType.CHILD_SIGNAL_FAILED, at, step=step, name=name, data={"error": error})
+
+    def on_marker_recorded_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
+        patch = convert.patch_marker(a, self.payloads)
+        if patch is not None:
+            change_id, deprecated = patch
+            data = {"deprecated": deprecated}
+            self.add(EventType.MARKER_RECORDED, at, name=change_id, data=data)
 
     def _failed(self, error: dict[str, Any], at: datetime) -> None:
         self.error = error
@@ -306,25 +487,29 @@ class _Reader:
 
     # -- the result ------------------------------------------------------------------------
     def waiting(self) -> tuple[str, datetime | None, datetime | None]:
-        """What the run is blocked on, as the built-in engine labels it."""
+        """What the run is blocked on, labelled as the built-in engine labels it.
+
+        A wait involving signals is what the workflow published in its memo; otherwise the
+        run waits on its open children, activities and timers.
+        """
         if self.wait:
             since, deadline = self.wait.get("since"), self.wait.get("deadline")
             return (
-                f"signal:{self.wait.get('signal', '')}",
+                self.wait.get("for", ""),
                 datetime.fromisoformat(since) if since else None,
                 datetime.fromisoformat(deadline) if deadline else None,
             )
-        if self.open_activities:
-            scheduled_id = list(self.open_activities)[-1]
-            return (
-                f"activity:{self.activities[scheduled_id][1]}",
-                self.open_activities[scheduled_id],
-                None,
-            )
-        if self.open_sleeps:
-            _, since, fire_at = list(self.open_sleeps.values())[-1]
-            return "timer:sleep", since, fire_at
-        return "", None, None
+        waits = [Wait("child", name, 0) for name in self.open_children.values()]
+        waits += [Wait("activity", self.activities[i][1], 0) for i in self.open_activities]
+        waits += [Wait("timer", kind, 0) for _, kind, _, _ in self.open_sleeps.values()]
+        starts = list(self.open_activities.values())
+        starts += [since for _, _, since, _ in self.open_sleeps.values()]
+        deadlines = [fire_at for _, _, _, fire_at in self.open_sleeps.values()]
+        return (
+            waiting_label(waits),
+            max(starts) if starts else None,
+            min(deadlines) if deadlines else None,
+        )
 
     def record(self) -> RunRecord:
         waiting_for, since, deadline = self.waiting()
@@ -341,9 +526,22 @@ class _Reader:
             waiting_for=waiting_for,
             waiting_since=since,
             waiting_deadline=deadline,
+            parent_id=self.parent[0] if self.parent else None,
+            parent_run_id=self.parent[1] if self.parent else None,
+            children=tuple(self.children[step] for step in sorted(self.children)),
+            continued_from=self.continued_from,
+            continued_as=self.continued_as,
         )
         return RunRecord(
-            state, self.events, self.reference, self.task_queue, self.timeout, self.closed_at
+            state,
+            self.events,
+            self.reference,
+            self.task_queue,
+            self.timeout,
+            self.closed_at,
+            self.parent,
+            self.parent_step,
+            self.continued_from,
         )
 
 

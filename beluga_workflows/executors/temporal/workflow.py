@@ -6,19 +6,22 @@ interpreter exactly like the built-in engine does, in Temporal's async, determin
 
 1. keep a local list of :class:`~beluga_workflows.history.HistoryEvent` (our vocabulary);
 2. ``Replayer.run(events)`` runs the sync workflow function from the start until it finishes
-   or reaches a step the events cannot answer;
-3. turn the new command into a Temporal primitive — an activity, a timer, or nothing but a
-   memo entry for a signal wait (plus a timer for its timeout) — as a task that appends the
-   outcome event when it resolves;
+   or blocks on something the events cannot answer;
+3. turn each new command into Temporal's own primitive — an activity, a timer, a child
+   workflow, a signal to a child, or (for a signal wait) a memo entry plus a timer for its
+   timeout — started as its own task that appends the outcome event when it resolves, so
+   Temporal runs and shows parallel steps in parallel; ``ctx.patched`` is Temporal's
+   ``workflow.patched`` and ``ctx.continue_as_new`` Temporal's continue-as-new;
 4. wait until any event is appended (an outcome, a signal from the dynamic signal handler, a
    cancel request) and go to 2.
 
 Races are settled the way the interpreter settles them: by the order of the local events,
 which is the order Temporal delivered them, and Temporal replays that order exactly. A
-cancel request (``asyncio.CancelledError`` from Temporal) becomes ``CANCEL_REQUESTED``, the
-pending step's Temporal work is cancelled, and the loop goes on so the function can catch
-``WorkflowCanceledError`` and run cleanup activities. The function itself runs in a few
-milliseconds per pass and never blocks, so Temporal's deadlock detector stays quiet.
+cancel request (``asyncio.CancelledError`` from Temporal) becomes ``CANCEL_REQUESTED``; the
+pending activities and timers are cancelled, children (but abandoned ones) are asked to
+cancel, and the loop goes on so the function can catch ``WorkflowCanceledError`` and clean up.
+The function itself runs in a few milliseconds per pass and never blocks, so Temporal's
+deadlock detector stays quiet.
 
 This module runs inside Temporal's sandbox (with every module passed through, since the
 registry of workflow names must be the worker's own): it must not touch Django.
@@ -33,12 +36,25 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import WorkflowAlreadyStartedError as TemporalAlreadyStarted
 
 from ... import registry
-from ...history import EventType, HistoryEvent, ScheduleActivity, StartTimer, WaitSignal
+from ...errors import WorkflowAlreadyStartedError, WorkflowClosedError, error_to_json
+from ...history import (
+    Command,
+    EventType,
+    HistoryEvent,
+    RecordMarker,
+    ScheduleActivity,
+    SignalChild,
+    StartChild,
+    StartTimer,
+    WaitSignal,
+    waiting_label,
+)
 from ...interpreter import Decision, Replayer, RunInfo
-from ...options import Status
+from ...options import ParentClosePolicy, Status
 from . import changes, convert
 
 
@@ -56,11 +72,16 @@ class BelugaWorkflow:
         self.input = _decode(args, 0)
         self.run_info = RunInfo(info.workflow_id, info.run_id, info.workflow_type, self.input)
         self.events: list[HistoryEvent] = []
-        #: The Temporal work (activity or timer task) of the pending step, by step.
+        #: The Temporal work (activity, timer, child, signal) of each step still in flight.
         self.ops: dict[int, asyncio.Task[None]] = {}
-        #: The step of the signal wait published in the memo, if any.
-        self.memo_step: int | None = None
+        self.op_kinds: dict[int, str] = {}
+        self.children: dict[int, Any] = {}  # step -> started ChildWorkflowHandle
+        self.child_policies: dict[int, ParentClosePolicy] = {}
+        self.published_wait: dict[str, Any] | None = None
+        self.wait_deadlines: dict[int, str] = {}  # signal wait step -> its deadline
         self.cancel_recorded = False
+        self.horizon: int | None = None
+        self.patches: dict[str, bool] = {}
         self.status = Status.RUNNING
         self.result: Any = None
         timeout = info.execution_timeout
@@ -69,6 +90,10 @@ class BelugaWorkflow:
             name=info.workflow_type,
             data={"input": self.input, "timeout": timeout.total_seconds() if timeout else None},
         )
+        carried = _decode(args, 1)
+        for signal in carried.get("signals", []) if isinstance(carried, dict) else []:
+            data = {"payload": signal.get("payload"), "sender": signal.get("sender")}
+            self.append(EventType.SIGNAL_RECEIVED, name=signal.get("name", ""), data=data)
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> Any:
@@ -76,9 +101,12 @@ class BelugaWorkflow:
         # workflow task, which Temporal retries until a worker that knows the name takes it.
         fn = self.function()
         while True:
-            decision = Replayer(fn, self.run_info).run(self.events)
+            replayer = Replayer(fn, self.run_info, self.horizon, self.patched)
+            decision = replayer.run(self.events)
+            self.horizon = decision.read_through
             self.settle(decision)
             if decision.done:
+                await self.drain()
                 return self.finish(decision)
             self.note_change()
             try:
@@ -100,11 +128,23 @@ class BelugaWorkflow:
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()  # the cancel is now an event; later awaits must not see it again
-        if not self.cancel_recorded:
-            self.cancel_recorded = True
-            self.append(
-                EventType.CANCEL_REQUESTED, data={"sender": workflow.cancellation_reason() or None}
-            )
+        if self.cancel_recorded:
+            return
+        self.cancel_recorded = True
+        self.append(
+            EventType.CANCEL_REQUESTED, data={"sender": workflow.cancellation_reason() or None}
+        )
+        # As on the built-in engine: pending activities and timers stop, children are asked
+        # to stop (unless abandoned), signals to children are still delivered.
+        for step in list(self.ops):
+            kind = self.op_kinds.get(step)
+            if kind in ("activity", "timer", "signal_timeout"):
+                self.ops.pop(step).cancel()
+                if kind == "timer":
+                    self.append(EventType.TIMER_CANCELED, step=step, name="timer")
+        for step, handle in self.children.items():
+            if self.child_policies.get(step) is ParentClosePolicy.CANCEL and not handle.done():
+                handle.cancel()
 
     @workflow.query(dynamic=True)
     def query(self, name: str, args: Sequence[RawValue]) -> Any:
@@ -114,7 +154,9 @@ class BelugaWorkflow:
             return self.result
         if name == "history":
             return [event.to_json() for event in self.events]
-        replayer = Replayer(self.function(), self.run_info)
+        replayer = Replayer(
+            self.function(), self.run_info, self.horizon, lambda cid, _: self.patches.get(cid, True)
+        )
         replayer.run(list(self.events))
         return replayer.query(name)
 
@@ -125,6 +167,16 @@ class BelugaWorkflow:
         # file system or Django at import time, which the sandbox refuses at run time.
         with workflow.unsafe.sandbox_unrestricted(), workflow.unsafe.imports_passed_through():
             return registry.resolve(self.run_info.workflow_name, reference)
+
+    def patched(self, change_id: str, deprecated: bool) -> bool:
+        """``ctx.patched`` is Temporal's own: its marker is in Temporal's history."""
+        if deprecated:
+            workflow.deprecate_patch(change_id)
+            value = True
+        else:
+            value = workflow.patched(change_id)
+        self.patches[change_id] = value
+        return value
 
     def append(
         self,
@@ -151,28 +203,54 @@ class BelugaWorkflow:
         return lambda: len(self.events) > seen
 
     def settle(self, decision: Decision) -> None:
-        """Stop Temporal work of steps the function left; start work for its new command."""
-        waiting_step = decision.waiting[2] if decision.waiting else None
-        for step in [s for s in self.ops if s != waiting_step]:
-            self.ops.pop(step).cancel()
-        new_wait = any(isinstance(c, WaitSignal) for c in decision.commands)
-        if self.memo_step is not None and self.memo_step != waiting_step and not new_wait:
-            workflow.upsert_memo({convert.WAIT_MEMO: None})
-            self.memo_step = None
-        for command in decision.commands:
-            self.issue(command)
+        """Stop the Temporal work the function dropped; start work for its new commands."""
+        for step in decision.cancel_timers + decision.cancel_signal_timeouts:
+            op = self.ops.pop(step, None)
+            if op is not None and not op.done():
+                op.cancel()
+                if step in decision.cancel_timers:
+                    self.append(EventType.TIMER_CANCELED, step=step, name="timer")
+        started = [self.issue(command) for command in decision.commands]
+        self.publish_wait([wait for wait in started if wait], decision)
 
-    def issue(self, command: ScheduleActivity | StartTimer | WaitSignal) -> None:
+    def publish_wait(self, started: list[dict[str, Any]], decision: Decision) -> None:
+        """Signal waits have no Temporal event: the memo records them for the mirror."""
+        for wait in started:
+            if wait["deadline"]:
+                self.wait_deadlines[wait["step"]] = wait["deadline"]
+        waiting: dict[str, Any] | None = None
+        if any(wait.kind == "signal" for wait in decision.waiting):
+            label = waiting_label(decision.waiting)
+            if self.published_wait and self.published_wait.get("for") == label:
+                waiting = self.published_wait
+            else:
+                deadlines = [
+                    self.wait_deadlines[w.step]
+                    for w in decision.waiting
+                    if w.step in self.wait_deadlines
+                ]
+                waiting = {
+                    "for": label,
+                    "since": workflow.now().isoformat(),
+                    "deadline": min(deadlines) if deadlines else None,
+                }
+        if started or waiting != self.published_wait:
+            workflow.upsert_memo({convert.WAIT_MEMO: {"started": started, "waiting": waiting}})
+            self.published_wait = waiting
+
+    def issue(self, command: Command) -> dict[str, Any] | None:
+        """Start the Temporal work of one command; a signal wait returns its memo entry."""
         now = workflow.now()
         if isinstance(command, ScheduleActivity):
+            data = {"input": command.input, "options": command.options.to_json()}
             self.append(
                 EventType.ACTIVITY_SCHEDULED,
                 step=command.step,
                 name=command.name,
                 attempt=1,
-                data={"input": command.input, "options": command.options.to_json()},
+                data=data,
             )
-            self.ops[command.step] = asyncio.create_task(self.activity(command))
+            self.start_op(command.step, "activity", self.activity(command))
         elif isinstance(command, StartTimer):
             self.append(
                 EventType.TIMER_STARTED,
@@ -183,13 +261,15 @@ class BelugaWorkflow:
                     "fire_at": (now + command.duration).isoformat(),
                 },
             )
-            self.start_timer(command.step, command.duration, "sleep")
-        else:
+            summary = convert.timer_summary(command.step, command.name)
+            self.start_op(
+                command.step, "timer", self.timer(command.step, command.duration, summary, "sleep")
+            )
+        elif isinstance(command, WaitSignal):
             deadline = now + command.timeout if command.timeout is not None else None
             wait = {
                 "signal": command.name,
                 "step": command.step,
-                "since": now.isoformat(),
                 "timeout": command.timeout.total_seconds() if command.timeout else None,
                 "deadline": deadline.isoformat() if deadline else None,
             }
@@ -199,10 +279,38 @@ class BelugaWorkflow:
                 name=command.name,
                 data={"timeout": wait["timeout"], "deadline": wait["deadline"]},
             )
-            workflow.upsert_memo({convert.WAIT_MEMO: wait})
-            self.memo_step = command.step
             if command.timeout is not None:
-                self.start_timer(command.step, command.timeout, "signal_timeout", command.name)
+                summary = convert.signal_timeout_summary(command.step, command.name)
+                timer = self.timer(command.step, command.timeout, summary, "signal_timeout")
+                self.start_op(command.step, "signal_timeout", timer)
+            return wait
+        elif isinstance(command, StartChild):
+            self.append(
+                EventType.CHILD_WORKFLOW_SCHEDULED,
+                step=command.step,
+                name=command.name,
+                data=command.to_json(),
+            )
+            self.child_policies[command.step] = command.parent_close_policy
+            self.start_op(command.step, "child", self.child(command))
+        elif isinstance(command, SignalChild):
+            self.append(
+                EventType.CHILD_SIGNAL_SCHEDULED,
+                step=command.step,
+                name=command.name,
+                data=command.to_json(),
+            )
+            self.start_op(command.step, "child-signal", self.signal_child(command))
+        elif isinstance(command, RecordMarker):  # only without a patch policy: never here
+            self.append(EventType.MARKER_RECORDED, name=command.name)
+        return None
+
+    def start_op(self, step: int, kind: str, coro: Any) -> None:
+        self.op_kinds[step] = kind
+        self.ops[step] = asyncio.create_task(coro)
+
+    def done(self, step: int) -> None:
+        self.ops.pop(step, None)
 
     async def activity(self, command: ScheduleActivity) -> None:
         options = command.options
@@ -219,6 +327,7 @@ class BelugaWorkflow:
             return  # the step is over for the workflow (canceled): its outcome no longer counts
         except ActivityError as err:
             attempt, error = convert.activity_failure(err, command.name, options)
+            self.done(command.step)
             self.append(
                 EventType.ACTIVITY_FAILED,
                 step=command.step,
@@ -227,6 +336,7 @@ class BelugaWorkflow:
                 data={"error": error},
             )
             return
+        self.done(command.step)
         self.append(
             EventType.ACTIVITY_COMPLETED,
             step=command.step,
@@ -234,26 +344,111 @@ class BelugaWorkflow:
             data={"result": result},
         )
 
-    def start_timer(self, step: int, duration: timedelta, kind: str, signal: str = "") -> None:
-        summary = (
-            convert.sleep_summary(step)
-            if kind == "sleep"
-            else convert.signal_timeout_summary(step, signal)
-        )
-        self.ops[step] = asyncio.create_task(self.timer(step, duration, summary, kind))
-
     async def timer(self, step: int, duration: timedelta, summary: str, kind: str) -> None:
         try:
             await workflow.sleep(duration, summary=summary)
         except asyncio.CancelledError:
             return
+        self.done(step)
         self.append(EventType.TIMER_FIRED, step=step, name=kind)
 
+    async def child(self, command: StartChild) -> None:
+        step = command.step
+        policy = (
+            workflow.ParentClosePolicy.ABANDON
+            if command.parent_close_policy is ParentClosePolicy.ABANDON
+            else workflow.ParentClosePolicy.REQUEST_CANCEL
+        )
+        try:
+            handle = await workflow.start_child_workflow(
+                command.name,
+                command.input,
+                id=command.workflow_id,
+                task_queue=workflow.info().task_queue,
+                execution_timeout=command.timeout,
+                parent_close_policy=policy,
+                memo={convert.REFERENCE_MEMO: command.reference, convert.PARENT_STEP_MEMO: step},
+                static_summary=convert.child_summary(step),
+            )
+        except TemporalAlreadyStarted:
+            self.done(step)
+            error = error_to_json(WorkflowAlreadyStartedError(command.workflow_id))
+            self.append(
+                EventType.CHILD_WORKFLOW_START_FAILED,
+                step=step,
+                name=command.name,
+                data={"error": error},
+            )
+            return
+        self.children[step] = handle
+        self.append(
+            EventType.CHILD_WORKFLOW_STARTED,
+            step=step,
+            name=command.name,
+            data={"id": command.workflow_id, "run_id": handle.first_execution_run_id},
+        )
+        try:
+            result = await handle
+        except ChildWorkflowError as err:
+            status, error = convert.child_failure(err)
+            data = {"id": command.workflow_id, "status": status.value, "error": error}
+            self.done(step)
+            self.append(EventType.CHILD_WORKFLOW_FAILED, step=step, name=command.name, data=data)
+            return
+        self.done(step)
+        self.append(
+            EventType.CHILD_WORKFLOW_COMPLETED,
+            step=step,
+            name=command.name,
+            data={"id": command.workflow_id, "result": result},
+        )
+
+    async def signal_child(self, command: SignalChild) -> None:
+        child_step = command.child_step
+        await workflow.wait_condition(
+            lambda: child_step in self.children or child_step not in self.ops
+        )
+        handle = self.children.get(child_step)
+        try:
+            if handle is None:
+                raise RuntimeError("the child did not start")
+            meta = {"sender": command.sender, "step": command.step}
+            await handle.signal(command.name, args=[command.payload, meta])
+        except Exception:  # the child is gone: closed, or never started
+            action = f"signal {command.name!r} to"
+            error = error_to_json(WorkflowClosedError(command.child_id, "closed", action))
+            self.done(command.step)
+            self.append(
+                EventType.CHILD_SIGNAL_FAILED,
+                step=command.step,
+                name=command.name,
+                data={"error": error},
+            )
+            return
+        self.done(command.step)
+        self.append(EventType.CHILD_SIGNAL_SENT, step=command.step, name=command.name)
+
+    async def drain(self) -> None:
+        """Before the run closes: children it started have started, its signals are sent."""
+
+        def settled() -> bool:
+            return all(
+                step in self.children if kind == "child" else kind != "child-signal"
+                for step, kind in self.op_kinds.items()
+                if step in self.ops
+            )
+
+        await workflow.wait_condition(settled)
+
     def finish(self, decision: Decision) -> Any:
-        if self.memo_step is not None:
-            workflow.upsert_memo({convert.WAIT_MEMO: None})
-            self.memo_step = None
+        if self.published_wait is not None:
+            workflow.upsert_memo({convert.WAIT_MEMO: {"started": [], "waiting": None}})
+            self.published_wait = None
         self.note_change()
+        if decision.continue_as_new is not None:
+            self.status = Status.CONTINUED_AS_NEW
+            carried = {"signals": decision.continue_as_new.signals}
+            workflow.continue_as_new(args=[decision.continue_as_new.input, carried])
         if decision.error is None:
             self.status, self.result = Status.COMPLETED, decision.result
             return decision.result
