@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -35,6 +35,7 @@ from .api.permissions import Operation, allowed, require, sender_name
 from .engine.store import to_event
 from .errors import WorkflowError
 from .executors import get_executor
+from .history import waits_for
 from .models import WorkflowRun
 from .options import Signal, Status
 
@@ -60,7 +61,10 @@ class WaitingFilter(admin.SimpleListFilter):
             return queryset
         running = queryset.filter(status=Status.RUNNING.value)
         if value == "approval":
-            return running.filter(waiting_for=WAITING_FOR_APPROVAL)
+            return running.filter(
+                Q(waiting_for=WAITING_FOR_APPROVAL)
+                | Q(waiting_for__startswith=f"{WAITING_FOR_APPROVAL}, ")
+            )
         return running.filter(waiting_for__startswith=f"{value}:")
 
 
@@ -73,7 +77,7 @@ def _when(value: Any) -> str:
 
 
 def waits_for_approval(run: WorkflowRun) -> bool:
-    return run.status == Status.RUNNING.value and run.waiting_for == WAITING_FOR_APPROVAL
+    return run.status == Status.RUNNING.value and waits_for(run.waiting_for, "signal", APPROVAL)
 
 
 @admin.register(WorkflowRun)
@@ -161,6 +165,11 @@ class WorkflowRunAdmin(admin.ModelAdmin):
         events = [to_event(row) for row in run.events.order_by("sequence")]
         now = timezone.now()
         line = timeline.build(events)
+        children = list(run.children.order_by("parent_step", "id"))
+        by_step = {child.parent_step: child for child in children}
+        for span in line.spans:  # a child's bar links to the child's page
+            child = by_step.get(span.step) if span.kind == "child" else None
+            span.link = self._run_url(child) if child is not None else ""
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -185,14 +194,23 @@ class WorkflowRunAdmin(admin.ModelAdmin):
             "duration": timeline.format_duration(
                 ((run.closed_at or now) - run.created_at).total_seconds()
             ),
-            "other_runs": WorkflowRun.objects.filter(workflow_id=run.workflow_id).exclude(
-                pk=run.pk
-            ),
+            "other_runs": WorkflowRun.objects.filter(workflow_id=run.workflow_id)
+            .exclude(pk=run.pk)
+            .exclude(pk=run.continued_from_id or 0)
+            .exclude(continued_from=run),
+            "parent": run.parent,
+            "children": children,
+            "continued_from": run.continued_from,
+            "continued_as": run.continuations.first(),
             "can_approve": waits_for_approval(run) and allowed(request.user, Operation.SIGNAL),
             "can_cancel": run.status == Status.RUNNING.value
             and allowed(request.user, Operation.CANCEL),
         }
         return TemplateResponse(request, "beluga_workflows/admin/run.html", context)
+
+    def _run_url(self, run: WorkflowRun) -> str:
+        opts = self.opts
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(run.pk)])
 
     @staticmethod
     def _offset(line: timeline.Timeline, event: Any) -> str:
@@ -284,8 +302,7 @@ class WorkflowRunAdmin(admin.ModelAdmin):
             target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             return target
-        opts = self.opts
-        return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[quote(run.pk)])
+        return self._run_url(run)
 
     # Bulk actions on the list.
 

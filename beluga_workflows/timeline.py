@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .history import EventType, HistoryEvent
+from .history import CLOSING_EVENTS, EventType, HistoryEvent
 
 E = EventType
-CLOSING = {E.WORKFLOW_COMPLETED, E.WORKFLOW_FAILED, E.WORKFLOW_CANCELED, E.WORKFLOW_TIMED_OUT}
+CLOSING = CLOSING_EVENTS
+_CHILD_CLOSED = {E.CHILD_WORKFLOW_COMPLETED, E.CHILD_WORKFLOW_FAILED, E.CHILD_WORKFLOW_START_FAILED}
 
 
 def format_duration(seconds: float | None) -> str:
@@ -84,11 +85,48 @@ def describe(event: HistoryEvent) -> str:
                 f"{_error_text(data.get('error'))}."
             )
         case E.TIMER_STARTED:
-            return f"Sleeping for {format_duration(data.get('duration'))}."
+            duration = format_duration(data.get("duration"))
+            if name == "timer":
+                return f"Started a timer of {duration}."
+            if name == "timeout":
+                return f"Waiting for the first of several, for at most {duration}."
+            return f"Sleeping for {duration}."
         case E.TIMER_FIRED:
             if name == "signal_timeout":
                 return "The signal wait timed out."
             return "Timer fired."
+        case E.TIMER_CANCELED:
+            return "Timer canceled: no longer needed."
+        case E.CHILD_WORKFLOW_SCHEDULED:
+            return (
+                f"Starting child workflow {name} as {data.get('id')!r} with input "
+                f"{short_json(data.get('input'))}."
+            )
+        case E.CHILD_WORKFLOW_STARTED:
+            return f"Child workflow {data.get('id')!r} started."
+        case E.CHILD_WORKFLOW_START_FAILED:
+            return f"Child workflow {name} could not start: {_error_text(data.get('error'))}."
+        case E.CHILD_WORKFLOW_COMPLETED:
+            return (
+                f"Child workflow {data.get('id')!r} completed with result "
+                f"{short_json(data.get('result'))}."
+            )
+        case E.CHILD_WORKFLOW_FAILED:
+            status = str(data.get("status") or "failed").replace("_", " ")
+            return f"Child workflow {data.get('id')!r} {status}: {_error_text(data.get('error'))}."
+        case E.CHILD_SIGNAL_SCHEDULED:
+            return (
+                f"Sending signal {name!r} = {short_json(data.get('payload'))} to child "
+                f"{data.get('id')!r}."
+            )
+        case E.CHILD_SIGNAL_SENT:
+            return f"Signal {name!r} delivered to the child."
+        case E.CHILD_SIGNAL_FAILED:
+            return f"Signal {name!r} not delivered: {_error_text(data.get('error'))}."
+        case E.MARKER_RECORDED:
+            return f"Took the new code of change {name!r} (ctx.patched)."
+        case E.WORKFLOW_CONTINUED_AS_NEW:
+            return f"Continued as a new run with input {short_json(data.get('input'))}."
         case E.SIGNAL_WAIT_STARTED:
             deadline = data.get("timeout")
             until = f" for at most {format_duration(deadline)}" if deadline else ""
@@ -123,7 +161,7 @@ class Segment:
 
 @dataclass(eq=False)  # spans are compared by identity: two waits may look alike
 class Span:
-    kind: str  # "activity", "timer", "signal"
+    kind: str  # "activity", "timer", "signal", "child"
     name: str  # the activity, timer or signal name
     label: str
     start: datetime
@@ -133,6 +171,9 @@ class Span:
     attempts: int = 0
     detail: str = ""
     segments: list[Segment] = field(default_factory=list)
+    #: The child's workflow id, for a child workflow's span, and where its page is.
+    child_id: str = ""
+    link: str = ""
 
     @property
     def duration(self) -> float | None:
@@ -206,9 +247,28 @@ def build(events: Iterable[HistoryEvent]) -> Timeline:
                 span.outcome = "failed" if failed else "completed"
                 span.detail = _error_text(data.get("error")) if failed else ""
         elif event.type is E.TIMER_STARTED and step is not None:
-            label = f"sleep {format_duration(data.get('duration'))}"
+            label = f"{name or 'sleep'} {format_duration(data.get('duration'))}"
             by_step[step] = Span("timer", name, label, event.timestamp, step)
             spans.append(by_step[step])
+        elif event.type is E.TIMER_CANCELED:
+            canceled = by_step.get(step) if step is not None else None
+            if canceled is not None and canceled.end is None:
+                canceled.end, canceled.outcome = event.timestamp, "canceled"
+        elif event.type is E.CHILD_WORKFLOW_SCHEDULED and step is not None:
+            child_id = str(data.get("id", ""))
+            span = Span("child", name, f"child {child_id}", event.timestamp, step)
+            span.child_id = child_id
+            by_step[step] = span
+            spans.append(span)
+        elif event.type in _CHILD_CLOSED:
+            found = by_step.get(step) if step is not None else None
+            if found is not None and found.end is None:
+                found.end = event.timestamp
+                if event.type is E.CHILD_WORKFLOW_COMPLETED:
+                    found.outcome = "completed"
+                else:
+                    found.outcome = str(data.get("status") or "failed")
+                    found.detail = _error_text(data.get("error"))
         elif event.type is E.TIMER_FIRED:
             fired = by_step.get(step) if step is not None else None
             if fired is not None and fired.end is None:
@@ -295,4 +355,22 @@ def gantt(timeline: Timeline, now: datetime) -> dict[str, Any]:
         {"left": place(m.at, m.at)["left"], "kind": m.kind, "label": m.label}
         for m in timeline.markers
     ]
-    return {"rows": rows, "markers": markers, "total": format_duration(total)}
+    return {
+        "rows": rows,
+        "markers": markers,
+        "total": format_duration(total),
+        "parallel": max_parallel(timeline.spans, now),
+    }
+
+
+def max_parallel(spans: list[Span], now: datetime) -> int:
+    """The most activities and child workflows that were in progress at the same moment."""
+    edges: list[tuple[datetime, int]] = []
+    for span in spans:
+        if span.kind in ("activity", "child"):
+            edges += [(span.start, 1), (span.end or now, -1)]
+    most = current = 0
+    for _, change in sorted(edges, key=lambda edge: (edge[0], edge[1])):
+        current += change
+        most = max(most, current)
+    return most

@@ -45,6 +45,25 @@ def fails(ctx: workflow.WorkflowContext, order: Any) -> Any:
     raise ValueError("amount must be positive")
 
 
+@workflow.defn(name="api_parent")
+def parent(ctx: workflow.WorkflowContext, request: Any) -> Any:
+    """Starts an `api_approval` child per item and returns their results."""
+    children = [
+        ctx.start_child_workflow(needs_approval, workflow.WorkflowOptions(id=f"{cid}", input=cid))
+        for cid in request["children"]
+    ]
+    return ctx.gather(*children)
+
+
+@workflow.defn(name="api_ticker")
+def ticker(ctx: workflow.WorkflowContext, count: int) -> Any:
+    """One `tick` per run; continues as new until `count` reaches 3."""
+    ctx.wait_for_signal("tick")
+    if count < 3:
+        ctx.continue_as_new(count + 1)
+    return count
+
+
 def make_user(username: str, *operations: str, staff: bool = True) -> Any:
     """A user holding the permissions of the named operations (view, start, signal, cancel)."""
     from django.contrib.auth import get_user_model

@@ -27,7 +27,9 @@ import pytest
 from django.conf import settings as django_settings
 from django.test.utils import override_settings
 
+from beluga_workflows import workflow
 from tests import harness
+from tests.conformance import Engine
 
 # Fast polling so tests finish in seconds; the worker subprocess gets the same values.
 TEST_POLL_INTERVAL = 0.2
@@ -184,3 +186,11 @@ def pytest_runtest_makereport(
                 (f"worker {number} log ({process.log_path})", process.log_tail(120))
             )
     return report
+
+
+@pytest.fixture(params=["default", pytest.param("temporal", marks=pytest.mark.temporal)])
+def engine(request: pytest.FixtureRequest, worker_factory: Any) -> Engine:
+    """The built-in engine, then Temporal, each with a ready `runworker` (conformance tests)."""
+    if request.param == "temporal":
+        request.getfixturevalue("use_temporal")
+    return Engine(request.param, workflow.new(request.param), worker_factory())

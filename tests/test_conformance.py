@@ -9,45 +9,17 @@ observe — results, errors, statuses, queries, how often activities ran — mus
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from beluga_workflows import workflow
-from tests import harness
 from tests import workflows_conformance as wf
+from tests.conformance import Engine
 from tests.harness import run_count, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@dataclass
-class Engine:
-    kind: str
-    executor: workflow.DurableExecutor
-    worker: harness.WorkerProcess
-
-    def start(self, fn: Any, input: Any = None, **options: Any) -> workflow.WorkflowHandle:
-        return self.executor.execute(fn, workflow.WorkflowOptions(input=input, **options))
-
-    def wait_for(self, workflow_id: str, waiting_for: str, timeout: float = 30) -> None:
-        wait_until(
-            lambda: self.executor.describe(workflow_id).waiting_for == waiting_for,
-            timeout,
-            message=f"{workflow_id} waiting for {waiting_for!r}",
-        )
-
-    def event_types(self, workflow_id: str) -> list[str]:
-        return [event.type.value for event in self.executor.history(workflow_id)]
-
-
-@pytest.fixture(params=["default", pytest.param("temporal", marks=pytest.mark.temporal)])
-def engine(request: pytest.FixtureRequest, worker_factory: Any) -> Engine:
-    if request.param == "temporal":
-        request.getfixturevalue("use_temporal")
-    return Engine(request.param, workflow.new(request.param), worker_factory())
 
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])

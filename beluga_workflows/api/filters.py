@@ -7,6 +7,7 @@ a script that filters on a typo should learn about it.
 from __future__ import annotations
 
 import django_filters
+from django.db.models import Q
 
 from ..models import WorkflowRun
 from ..options import Status
@@ -25,10 +26,14 @@ class RunFilter(django_filters.FilterSet):
     waiting_for = django_filters.CharFilter(
         help_text="Only runs blocked on this, e.g. `signal:approval` or `activity:report`."
     )
+    parent = django_filters.CharFilter(
+        field_name="parent__workflow_id",
+        help_text="Only child workflows of the run(s) with this workflow id.",
+    )
 
     class Meta:
         model = WorkflowRun
-        fields = ["status", "workflow", "id", "waiting_for"]
+        fields = ["status", "workflow", "id", "waiting_for", "parent"]
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -44,4 +49,10 @@ class ApprovalFilter(django_filters.FilterSet):
         fields = ["workflow", "signal"]
 
     def filter_signal(self, queryset, name, value):  # type: ignore[no-untyped-def]
-        return queryset.filter(waiting_for=f"signal:{value}")
+        # A run racing the signal against other work lists the signal first.
+        wanted = f"signal:{value}"
+        return queryset.filter(
+            Q(waiting_for=wanted)
+            | Q(waiting_for__startswith=f"{wanted}, ")
+            | Q(waiting_for__startswith=f"{wanted} (")
+        )

@@ -21,6 +21,15 @@ from ..options import Status
 STATUS_CHOICES = [s.value for s in Status]
 
 
+class ChildSerializer(serializers.Serializer):
+    """A child workflow, as its parent's detail lists it."""
+
+    id = serializers.CharField(read_only=True)
+    run_id = serializers.CharField(read_only=True, allow_null=True)
+    workflow = serializers.CharField(read_only=True)
+    status = serializers.CharField(read_only=True, allow_null=True)
+
+
 class RunSerializer(serializers.Serializer):
     """A run; ``id`` is the workflow id, ``run_id`` tells apart runs that reused it."""
 
@@ -41,12 +50,32 @@ class RunSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField(read_only=True)
     waiting_for = serializers.CharField(
         read_only=True,
-        help_text="What a running run is blocked on: `signal:<name>`, `activity:<name>` or "
-        "`timer:<name>`; empty when not waiting.",
+        help_text="What a running run is blocked on: `signal:<name>`, `activity:<name>`, "
+        "`child:<workflow>` or `timer:<name>`; several are joined by `, ` (signals first) and "
+        "counted, e.g. `activity:summarize (3)`; empty when not waiting.",
     )
     waiting_since = serializers.DateTimeField(read_only=True, allow_null=True)
     waiting_deadline = serializers.DateTimeField(
         read_only=True, allow_null=True, help_text="When the current wait times out, if ever."
+    )
+    parent_id = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The parent run's workflow id, for a child."
+    )
+    parent_run_id = serializers.UUIDField(read_only=True, allow_null=True)
+    children = ChildSerializer(
+        many=True,
+        read_only=True,
+        help_text="Child workflows this run started (in the run detail; empty in lists).",
+    )
+    continued_from = serializers.UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The run id this run continues (`ctx.continue_as_new`).",
+    )
+    continued_as = serializers.UUIDField(
+        read_only=True,
+        allow_null=True,
+        help_text="The run id that continues this one, once it has continued as new.",
     )
 
 
@@ -146,7 +175,8 @@ class ApprovalSerializer(serializers.Serializer):
     input = serializers.JSONField(read_only=True, allow_null=True)
 
     def get_signal(self, run: Any) -> str:
-        return str(run.waiting_for).removeprefix("signal:")
+        first = str(run.waiting_for).split(", ")[0]
+        return first.removeprefix("signal:").split(" (")[0]
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -124,7 +124,7 @@ class AuthenticateHeaderMixin:
 class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Workflow runs: list, start, inspect, signal, query and cancel."""
 
-    queryset = WorkflowRun.objects.all()
+    queryset = WorkflowRun.objects.select_related("parent", "continued_from")
     serializer_class = s.RunSerializer
     filterset_class = RunFilter
     pagination_class = RunPagination

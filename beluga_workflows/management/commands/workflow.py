@@ -148,6 +148,9 @@ class Command(BaseCommand):
         runs.add_argument(
             "--approvals", action="store_true", help="Only running runs waiting for any signal."
         )
+        runs.add_argument(
+            "--parent", help="Only the child workflows of the run(s) with this workflow id."
+        )
         runs.add_argument("--limit", type=int, default=50, help="At most this many (default 50).")
 
         add("names", "List the workflow names that can be started.")
@@ -252,7 +255,9 @@ class Command(BaseCommand):
     def do_list(self, options: dict[str, Any]) -> None:
         from ...executors.default import run_state
 
-        runs = WorkflowRun.objects.order_by("-created_at", "-id")
+        runs = WorkflowRun.objects.select_related("parent", "continued_from").order_by(
+            "-created_at", "-id"
+        )
         if options["status"]:
             runs = runs.filter(status=options["status"])
         if options["workflow"]:
@@ -261,18 +266,20 @@ class Command(BaseCommand):
             runs = runs.filter(status=Status.RUNNING.value, waiting_for=options["waiting_for"])
         if options["approvals"]:
             runs = runs.filter(status=Status.RUNNING.value, waiting_for__startswith="signal:")
+        if options["parent"]:
+            runs = runs.filter(parent__workflow_id=options["parent"])
         if options["limit"] < 1:
             raise ValueError("--limit must be at least 1.")
         states = [run_state(run) for run in runs[: options["limit"]]]
         if self.as_json:
             self._json([state.to_json() for state in states])
             return
-        header = f"{'ID':<36} {'WORKFLOW':<20} {'STATUS':<10} {'WAITING FOR':<24} CREATED"
+        header = f"{'ID':<36} {'WORKFLOW':<20} {'STATUS':<16} {'WAITING FOR':<24} CREATED"
         self.stdout.write(header)
         for s in states:
             created = f"{s.created_at:%Y-%m-%d %H:%M:%S}" if s.created_at else ""
             self.stdout.write(
-                f"{s.workflow_id:<36} {s.workflow:<20} {s.status.value:<10} "
+                f"{s.workflow_id:<36} {s.workflow:<20} {s.status.value:<16} "
                 f"{s.waiting_for or '-':<24} {created}"
             )
 
@@ -306,9 +313,17 @@ class Command(BaseCommand):
         ):
             if data[key] not in (None, ""):
                 self.stdout.write(f"{key + ':':<18}{data[key]}")
+        for key in ("parent_id", "continued_from", "continued_as"):
+            if data[key]:
+                self.stdout.write(f"{key + ':':<18}{data[key]}")
         for key in ("input", "result", "error"):
             if key == "input" or data[key] is not None:
                 self.stdout.write(f"{key + ':':<18}{json.dumps(data[key], ensure_ascii=False)}")
+        for child in state.children:
+            self.stdout.write(
+                f"{'child:':<18}{child['id']} ({child.get('workflow', '')}, "
+                f"{child.get('status') or 'starting'})"
+            )
 
 
 def _shell_sender() -> str:
