@@ -33,3 +33,41 @@ def research_workflow(ctx: workflow.WorkflowContext, topic):  # deterministic or
     return ctx.execute_activity(
         report_activity, findings, workflow.with_activity_timeout(timedelta(minutes=5))
     )
+
+
+# Fan out, approve, report: the second tutorial (README, "Fan out, approve, report").
+
+
+def summarize_activity(ctx: workflow.ActivityContext, document):
+    return f"{document}: revenue up, costs flat."
+
+
+def batch_report_activity(ctx, summaries):
+    lines = "\n".join(f"- {summary}" for summary in summaries)
+    return f"Batch Report\n\n{lines}\n\nConclusion: Action recommended."
+
+
+@workflow.defn(name="batch_report")
+def batch_report_workflow(ctx: workflow.WorkflowContext, summaries):
+    """The report, as a workflow of its own (a child of review_batch)."""
+    return ctx.execute_activity(batch_report_activity, summaries)
+
+
+@workflow.defn(name="review_batch")
+def review_batch_workflow(ctx: workflow.WorkflowContext, documents):
+    # Fan out: every summary is scheduled at once and runs in parallel on the workers.
+    futures = [
+        ctx.start_activity(
+            summarize_activity, document, workflow.with_activity_timeout(timedelta(minutes=2))
+        )
+        for document in documents
+    ]
+    summaries = ctx.gather(*futures)  # fan in: results in the order of `documents`
+    approval = ctx.wait_for_signal("approval", timedelta(days=2))  # a human decides
+    if approval.payload is not True:
+        return {"approved": False, "summaries": summaries}
+    report = ctx.execute_child_workflow(  # a run of its own, linked to this one
+        batch_report_workflow,
+        workflow.WorkflowOptions(id=f"{ctx.workflow_id}-report", input=summaries),
+    )
+    return {"approved": True, "report": report}
