@@ -256,3 +256,43 @@ def test_timeline_pairs_attempts_waits_and_signals():
     chart = timeline.gantt(line, now=at(70))
     assert chart["total"] == "1 min 10 s"
     assert chart["rows"][2]["segments"][0]["left"] == f"{6 / 70 * 100:.3f}"
+
+
+def test_timeline_draws_parallel_activities_and_children_as_lanes():
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    events = [
+        HistoryEvent(1, EventType.WORKFLOW_STARTED, at(0), name="review_batch"),
+        HistoryEvent(2, EventType.ACTIVITY_SCHEDULED, at(0), 0, "summarize", 1),
+        HistoryEvent(3, EventType.ACTIVITY_SCHEDULED, at(0), 1, "summarize", 1),
+        HistoryEvent(4, EventType.ACTIVITY_SCHEDULED, at(0), 2, "summarize", 1),
+        HistoryEvent(5, EventType.ACTIVITY_COMPLETED, at(3), 1, "summarize", 1),
+        HistoryEvent(6, EventType.ACTIVITY_COMPLETED, at(4), 0, "summarize", 1),
+        HistoryEvent(7, EventType.ACTIVITY_COMPLETED, at(5), 2, "summarize", 1),
+        HistoryEvent(8, EventType.CHILD_WORKFLOW_SCHEDULED, at(5), 3, "batch_report", 0,
+                     {"id": "b-report"}),
+        HistoryEvent(9, EventType.CHILD_WORKFLOW_STARTED, at(5), 3, "batch_report", 0,
+                     {"id": "b-report", "run_id": "r"}),
+        HistoryEvent(10, EventType.CHILD_WORKFLOW_COMPLETED, at(9), 3, "batch_report", 0,
+                     {"id": "b-report", "result": "ok"}),
+        HistoryEvent(11, EventType.WORKFLOW_COMPLETED, at(10), data={"result": "done"}),
+    ]  # fmt: skip
+    line = timeline.build(events)
+    assert [(s.kind, s.step, s.start, s.end) for s in line.spans] == [
+        ("activity", 0, at(0), at(4)),
+        ("activity", 1, at(0), at(3)),
+        ("activity", 2, at(0), at(5)),
+        ("child", 3, at(5), at(9)),
+    ]
+    chart = timeline.gantt(line, now=at(10))
+    assert chart["parallel"] == 3
+    # One row (lane) per activity, each bar starting at 0% and overlapping the others.
+    lanes = [row["segments"][0] for row in chart["rows"][:3]]
+    assert [lane["left"] for lane in lanes] == ["0.000"] * 3
+    assert [lane["width"] for lane in lanes] == ["40.000", "30.000", "50.000"]
+    child = chart["rows"][3]
+    assert child["span"].label == "child b-report" and child["span"].outcome == "completed"
+    assert timeline.describe(events[7]).startswith("Starting child workflow batch_report")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from beluga_workflows import workflow
+from beluga_workflows.models import WorkflowRun
 from tests import workflows_composition as wf
 from tests.conformance import Engine
 from tests.harness import run_count, wait_until
@@ -90,6 +91,14 @@ def test_child_workflow_gets_a_signal_and_returns_to_its_parent(engine: Engine) 
     assert types.index("ChildSignalSent") < types.index("ChildWorkflowCompleted")
     received = [e for e in engine.executor.history("kid-1") if e.type is E.SIGNAL_RECEIVED]
     assert [(e.name, e.data["payload"]) for e in received] == [("go", "hello")]
+    # The admin, the REST API and the CLI read the run table: the child's row links its parent.
+    wait_until(
+        lambda: WorkflowRun.objects.filter(
+            workflow_id="kid-1", parent__workflow_id="parent-1", status="completed"
+        ).exists(),
+        30,
+        message="the child's row with its parent",
+    )
 
 
 def test_child_failure_reaches_the_parent_with_its_cause(engine: Engine) -> None:

@@ -85,6 +85,20 @@ def test_fan_out_approve_report_from_the_shell(worker: Any, counter_dir: Any) ->
     assert '"approved": true' in answer and "Batch Report" in answer
     assert "q4-hiring.pdf: revenue up, costs flat." in answer
 
+    # The admin draws the three summaries as parallel lanes and links the report's run.
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    from beluga_workflows.models import WorkflowRun
+
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("root", "r@example.com", "pw"))
+    parent = WorkflowRun.objects.get(workflow_id="batch-q4")
+    html = admin.get(f"/admin/beluga_workflows/workflowrun/{parent.pk}/change/").content.decode()
+    assert "up to 3 in parallel" in html
+    report = WorkflowRun.objects.get(workflow_id="batch-q4-report")
+    assert f"/admin/beluga_workflows/workflowrun/{report.pk}/change/" in html
+
 
 def test_fan_out_approve_report_from_python(worker: Any, counter_dir: Any) -> None:
     code = block("fan-out-python")

@@ -22,21 +22,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import registry
-from ..errors import WorkflowError, WorkflowTimeoutError, error_to_json
+from ..errors import WorkflowTimeoutError, error_to_json
 from ..history import (
     EventType,
-    RecordMarker,
-    ScheduleActivity,
-    SignalChild,
-    StartChild,
-    StartTimer,
-    WaitSignal,
     waiting_label,
 )
 from ..interpreter import Decision, RunInfo
 from ..models import ActivityTask, Timer, WorkflowRun
-from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Signal, Status
-from . import dispatch, runners, runs
+from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Status
+from . import commands, dispatch, runners, runs
 from .store import Appender, lock_run
 
 logger = logging.getLogger("beluga_workflows")
@@ -44,14 +38,6 @@ logger = logging.getLogger("beluga_workflows")
 #: Decisions in a row within one transaction, when a step's own commands settle at once
 #: (a child started, a signal delivered); a workflow that keeps doing that waits for a worker.
 MAX_ROUNDS = 100
-
-#: Events ``_apply`` appends that settle a future at once: the workflow reads them next round.
-_IMMEDIATE = {
-    EventType.CHILD_WORKFLOW_STARTED,
-    EventType.CHILD_WORKFLOW_START_FAILED,
-    EventType.CHILD_SIGNAL_SENT,
-    EventType.CHILD_SIGNAL_FAILED,
-}
 
 
 def advance(run_pk: int) -> None:
@@ -95,42 +81,7 @@ def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> bool:
     first_new = len(appender.added)
     run.decided_through = decision.read_through
     for command in decision.commands:
-        if isinstance(command, ScheduleActivity):
-            _schedule_activity(run, appender, command, now)
-        elif isinstance(command, StartTimer):
-            fire_at = now + command.duration
-            appender.append(
-                EventType.TIMER_STARTED,
-                step=command.step,
-                name=command.name,
-                data={"duration": command.duration.total_seconds(), "fire_at": fire_at.isoformat()},
-            )
-            Timer.objects.create(run=run, step=command.step, kind=Timer.Kind.SLEEP, fire_at=fire_at)
-        elif isinstance(command, WaitSignal):
-            deadline = now + command.timeout if command.timeout is not None else None
-            appender.append(
-                EventType.SIGNAL_WAIT_STARTED,
-                step=command.step,
-                name=command.name,
-                data={
-                    "timeout": command.timeout.total_seconds() if command.timeout else None,
-                    "deadline": deadline.isoformat() if deadline else None,
-                },
-            )
-            if deadline is not None:
-                Timer.objects.create(
-                    run=run, step=command.step, kind=Timer.Kind.SIGNAL_TIMEOUT, fire_at=deadline
-                )
-        elif isinstance(command, StartChild):
-            _start_child(run, appender, command)
-        elif isinstance(command, SignalChild):
-            _signal_child(appender, command)
-        elif isinstance(command, RecordMarker):
-            appender.append(
-                EventType.MARKER_RECORDED,
-                name=command.name,
-                data={"deprecated": command.deprecated},
-            )
+        commands.record(run, appender, command, now)
     _cancel_timers(run, appender, decision)
     new_events = appender.added[first_new:]
     runners.note(run.pk, new_events)
@@ -138,88 +89,7 @@ def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> bool:
         _finish(run, appender, decision)
         return False
     _set_waiting(run, decision, now)
-    return any(event.type in _IMMEDIATE for event in new_events)
-
-
-def _schedule_activity(
-    run: WorkflowRun, appender: Appender, command: ScheduleActivity, now: Any
-) -> None:
-    options = command.options
-    appender.append(
-        EventType.ACTIVITY_SCHEDULED,
-        step=command.step,
-        name=command.name,
-        attempt=1,
-        data={"input": command.input, "options": options.to_json()},
-    )
-    task = ActivityTask.objects.create(
-        run=run,
-        step=command.step,
-        name=command.name,
-        reference=command.reference,
-        input=command.input,
-        options=options.to_json(),
-        not_before=now,
-        deadline=now + options.timeout,
-        dispatched_at=now,
-    )
-    dispatch.activity(task.pk, 1)
-
-
-def _start_child(run: WorkflowRun, appender: Appender, command: StartChild) -> None:
-    appender.append(
-        EventType.CHILD_WORKFLOW_SCHEDULED,
-        step=command.step,
-        name=command.name,
-        data=command.to_json(),
-    )
-    timeout = command.timeout
-    try:
-        child = runs.create_run(
-            command.name,
-            command.reference,
-            command.workflow_id,
-            command.input,
-            timeout_seconds=timeout.total_seconds() if timeout else None,
-            deadline=timezone.now() + timeout if timeout else None,
-            parent=run,
-            parent_step=command.step,
-            parent_close_policy=command.parent_close_policy,
-        )
-    except WorkflowError as exc:
-        appender.append(
-            EventType.CHILD_WORKFLOW_START_FAILED,
-            step=command.step,
-            name=command.name,
-            data={"error": error_to_json(exc)},
-        )
-        return
-    appender.append(
-        EventType.CHILD_WORKFLOW_STARTED,
-        step=command.step,
-        name=command.name,
-        data={"id": child.workflow_id, "run_id": str(child.run_id)},
-    )
-
-
-def _signal_child(appender: Appender, command: SignalChild) -> None:
-    appender.append(
-        EventType.CHILD_SIGNAL_SCHEDULED,
-        step=command.step,
-        name=command.name,
-        data=command.to_json(),
-    )
-    try:
-        runs.signal(command.child_id, Signal(command.name, command.payload, command.sender))
-    except WorkflowError as exc:
-        appender.append(
-            EventType.CHILD_SIGNAL_FAILED,
-            step=command.step,
-            name=command.name,
-            data={"error": error_to_json(exc)},
-        )
-        return
-    appender.append(EventType.CHILD_SIGNAL_SENT, step=command.step, name=command.name)
+    return any(event.type in commands.IMMEDIATE for event in new_events)
 
 
 def _cancel_timers(run: WorkflowRun, appender: Appender, decision: Decision) -> None:

@@ -14,9 +14,9 @@ Who calls it:
   workflow tasks this worker just ran (:mod:`.changes`), runs Temporal visibility lists as
   started or closed lately (timeouts and terminations have no workflow task), and at start and
   every few minutes every running run, both ways, to repair what a stopped worker missed. It
-  creates rows for running runs only (a finished run without a row may be one deleted on
-  purpose), so a run started outside beluga that finishes within one poll interval is not
-  listed.
+  creates rows for finished runs only when this worker ran them (a finished run without a row
+  may be one deleted on purpose), so a run started outside beluga and run by no beluga worker
+  that finishes within one poll interval is not listed.
 
 Writes are idempotent and monotonic: events are numbered by the translation (a pure fold, so a
 longer history never renumbers older events) and inserted with ``ignore_conflicts``; a copy
@@ -198,18 +198,19 @@ class MirrorLoop(threading.Thread):
         connections.close_all()
 
     def tick(self, since: datetime) -> None:
-        runs = dict.fromkeys(changes.take())
-        runs.update(dict.fromkeys(self.recheck))
-        runs.update(dict.fromkeys(self.recent(since)))
-        for workflow_id, run_id in runs:
+        # Runs this worker just ran get a row even if they already finished (a child workflow
+        # may start and end between two ticks); others only while running (see ``write``).
+        ran_here = dict.fromkeys(changes.take(), True)
+        runs = {**dict.fromkeys(self.recheck, False), **dict.fromkeys(self.recent(since), False)}
+        for (workflow_id, run_id), create_closed in {**runs, **ran_here}.items():
             if workflow_id:
-                self.sync_one(workflow_id, run_id)
+                self.sync_one(workflow_id, run_id, create_closed)
 
-    def sync_one(self, workflow_id: str, run_id: str) -> None:
+    def sync_one(self, workflow_id: str, run_id: str, create_closed: bool = False) -> None:
         key = (workflow_id, run_id)
         try:
             busy = self.executor.has_pending_task(workflow_id, run_id)
-            sync(self.executor, workflow_id, run_id, create_closed=False)
+            sync(self.executor, workflow_id, run_id, create_closed=create_closed)
         except WorkflowNotFoundError:
             # Left as it is: a worker pointed at the wrong cluster must not wipe the mirror.
             logger.warning("Temporal has no run %s of %r; its rows are kept", run_id, workflow_id)
