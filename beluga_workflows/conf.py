@@ -29,6 +29,12 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_SIZE": 256,
     # Seconds a workflow step may run before the worker gives up on it (a runaway loop).
     "WORKFLOW_TASK_TIMEOUT": 30.0,
+    # Seconds of activities a worker thread runs in a row, without the broker, for the runs
+    # its own steps advanced (eager activities); 0 sends every activity through the broker.
+    "EAGER_BUDGET": 2.0,
+    # Seconds ``runworker`` keeps a database connection across tasks (None: as the project's
+    # CONN_MAX_AGE says). Celery would otherwise open a new one for every task.
+    "WORKER_CONN_MAX_AGE": 300,
 }
 
 

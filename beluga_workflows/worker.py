@@ -61,6 +61,7 @@ class Worker:
         self.app = app or current_app
 
     def run(self) -> None:
+        keep_connections(self.app)
         sweeper = Sweeper(float(beluga_settings.POLL_INTERVAL)) if self.sweep else None
         worker_ready.connect(_announce, weak=False)
         if sweeper:
@@ -84,6 +85,29 @@ class Worker:
         code = getattr(worker, "exitcode", 0) or 0
         if code:
             raise SystemExit(code)
+
+
+def keep_connections(app: Any) -> None:
+    """Keep database connections across tasks (``WORKER_CONN_MAX_AGE``).
+
+    Celery's Django fix-up closes every connection before and after each task unless
+    ``CELERY_DB_REUSE_MAX`` is set, and Django closes it after each unit of work unless
+    ``CONN_MAX_AGE`` allows more: without both, every workflow step pays for a new PostgreSQL
+    backend. A kept connection is checked before each task (a dead one is replaced) and never
+    carries a transaction or an advisory lock into the next task (see ``tasks.py``).
+    """
+    from django.db import connections
+
+    max_age = beluga_settings.WORKER_CONN_MAX_AGE
+    if max_age is None:
+        return
+    for alias in connections:
+        settings_dict = connections.settings[alias]
+        if not settings_dict.get("CONN_MAX_AGE"):
+            settings_dict["CONN_MAX_AGE"] = max_age
+            settings_dict["CONN_HEALTH_CHECKS"] = True
+    if app.conf.get("CELERY_DB_REUSE_MAX") is None:
+        app.conf["CELERY_DB_REUSE_MAX"] = 1_000_000
 
 
 def _announce(**kwargs: Any) -> None:

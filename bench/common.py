@@ -105,6 +105,7 @@ def runworker(
     task_queue: str = "",
     env: dict[str, str] | None = None,
     command: Sequence[str] | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[WorkerProcess]:
     """One ``manage.py runworker --concurrency N`` (or ``command``), ready when yielded,
     stopped with SIGTERM afterwards. Logs go to ``.data/bench/<name>.log``."""
@@ -126,7 +127,7 @@ def runworker(
     worker_env.update(env or {})
     log = LOGS / f"{name}.log"
     log.unlink(missing_ok=True)
-    process = WorkerProcess(worker_env, log, concurrency=concurrency, args=("-l", "WARNING"))
+    process = WorkerProcess(worker_env, log, concurrency=concurrency, args=("-l", "WARNING", *args))
     if command is not None:
         process.command = list(command)
     process.start().wait_ready(120)

@@ -20,3 +20,10 @@ def chain(ctx: workflow.WorkflowContext, n: int) -> int:
 @workflow.defn(name="bench_parked")
 def parked(ctx: workflow.WorkflowContext, _: object) -> object:
     return ctx.wait_for_signal("go").payload
+
+
+@workflow.defn(name="bench_approval")
+def approval(ctx: workflow.WorkflowContext, value: int) -> int:
+    """Parked until its approval, then one activity (the signal -> result latency)."""
+    approved = ctx.wait_for_signal("approval").payload
+    return ctx.execute_activity(increment, value if approved else -1)

@@ -47,6 +47,15 @@ def _fast_engine_settings() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any) -> Iterator[None]:
+    """pytest-django's test database, with our result listener closed before it is dropped."""
+    yield
+    from beluga_workflows.engine import notify
+
+    notify.shutdown()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _clean_broker() -> None:
     """Start the session with empty queues: stale messages from earlier runs must not leak in."""

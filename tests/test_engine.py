@@ -92,6 +92,19 @@ def test_activity_timeout_is_enforced_per_attempt(worker, executor, counter_dir)
 
 
 @pytest.mark.core
+def test_a_chain_of_activities_runs_in_its_workers_own_task(worker, executor, counter_dir):
+    """Eager activities: a worker runs the activity its own step scheduled, with no broker hop."""
+    handle = start(executor, wf.eager_chain, 5)
+    assert handle.result(timeout=20) == [0, 1, 2, 3, 4]
+    # The worker logs every task message it receives: the run's first step came through the
+    # broker, its five activities did not.
+    log = worker.log_since_start()
+    assert log.count("beluga_workflows.advance_workflow[") >= 1
+    assert "beluga_workflows.run_activity[" not in log
+    assert run_writers(handle.run_id) == 5 + 2
+
+
+@pytest.mark.core
 def test_durable_sleep(worker, executor):
     handle = start(executor, wf.sleeper, 1)
     assert handle.result(timeout=20) >= 1

@@ -28,6 +28,15 @@ def chain(ctx: workflow.WorkflowContext, spec):
     return total
 
 
+def echo(ctx: workflow.ActivityContext, i):
+    return i
+
+
+@workflow.defn(name="engine_eager_chain")
+def eager_chain(ctx: workflow.WorkflowContext, n):
+    return [ctx.execute_activity(echo, i) for i in range(n)]
+
+
 @workflow.defn(name="engine_parallel")
 def parallel(ctx: workflow.WorkflowContext, delays):
     """All activities at once; fan-in with gather."""

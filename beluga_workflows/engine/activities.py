@@ -10,14 +10,12 @@ ignored (``ActivityContext.is_cancelled()`` turns true for it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import traceback
-from collections.abc import Iterator
 from typing import Any
 
-from django.db import close_old_connections, connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from .. import registry
@@ -25,29 +23,9 @@ from ..activity import ActivityContext, call_activity
 from ..errors import ActivityTimeoutError, InvalidPayloadError
 from ..models import ActivityTask
 from ..serialization import ensure_json
-from . import steps
+from . import eager, locks, sql, steps
 
 logger = logging.getLogger("beluga_workflows")
-
-_LOCK_SPACE = 0x4245 << 48  # "BE": keeps our advisory lock keys apart from other users'
-
-
-def lock_key(task_pk: int) -> int:
-    return _LOCK_SPACE | task_pk
-
-
-@contextlib.contextmanager
-def advisory_lock(task_pk: int) -> Iterator[bool]:
-    """Hold the task's session-level advisory lock, if nobody else does."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_key(task_pk)])
-        got = bool(cursor.fetchone()[0])
-    try:
-        yield got
-    finally:
-        if got:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_key(task_pk)])
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
@@ -59,14 +37,28 @@ def error_info(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def run_attempt(task_pk: int, attempt: int) -> None:
-    """Execute one attempt if it is still due, and record its outcome."""
-    close_old_connections()
-    with advisory_lock(task_pk) as got:
-        if not got:
-            return  # running elsewhere (a duplicate delivery)
-        task = ActivityTask.objects.select_related("run").filter(pk=task_pk).first()
-        if task is None or task.state != ActivityTask.State.SCHEDULED or task.attempt != attempt:
+def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None) -> None:
+    """Execute one attempt if it is still due, and record its outcome.
+
+    The attempt's advisory lock is held from before it is read until after its outcome is
+    committed: taken here, or already by the step that scheduled it (``claimed``, an eager
+    attempt of this thread). In a worker draining eager attempts its release rides on the
+    next statement of the next attempt; otherwise it is released at once.
+    """
+    key = locks.key(task_pk)
+    previous = locks.take_pending()
+    if claimed is None:
+        task = sql.claim_attempt(key, task_pk, previous)
+        if previous is not None:
+            locks.released()
+            previous = None
+        if task is None or not task.locked:  # type: ignore[attr-defined]
+            return  # gone, or running elsewhere (a duplicate delivery)
+        locks.taken()
+    else:
+        task = claimed
+    try:
+        if task.state != ActivityTask.State.SCHEDULED or task.attempt != attempt:
             return
         now = timezone.now()
         if task.deadline <= now:
@@ -76,7 +68,19 @@ def run_attempt(task_pk: int, attempt: int) -> None:
             steps.finish_activity(task_pk, attempt, error=error_info(timeout))
             return
         outcome = _execute(task, (task.deadline - now).total_seconds())
-        steps.finish_activity(task_pk, attempt, run_pk=task.run_id, **outcome)
+        if previous is not None and "error" not in outcome:
+            released, previous = previous, None
+            locks.released()  # by the statement that records this outcome
+            steps.finish_activity(task_pk, attempt, run_pk=task.run_id, release=released, **outcome)
+        else:
+            steps.finish_activity(task_pk, attempt, run_pk=task.run_id, **outcome)
+    finally:
+        if previous is not None:
+            locks.release(previous)
+        if eager.draining_now():
+            locks.defer(key)
+        else:
+            locks.release(key)
 
 
 def record_heartbeat(task_pk: int, attempt: int, details: Any) -> None:

@@ -89,7 +89,7 @@ def _schedule_activity(
         attempt=1,
         data={"input": command.input, "options": options.to_json()},
     )
-    task = ActivityTask.objects.create(
+    task = ActivityTask(
         run=run,
         step=command.step,
         name=command.name,
@@ -100,7 +100,12 @@ def _schedule_activity(
         deadline=now + options.timeout,
         dispatched_at=now,
     )
-    dispatch.activity(task.pk, 1)
+    appender.add_task(task, _dispatch)
+
+
+def _dispatch(task: ActivityTask) -> None:
+    """After commit: an attempt whose lock the step took runs in this thread (eager)."""
+    dispatch.activity(task.pk, 1, claimed=task if getattr(task, "locked", False) else None)
 
 
 def _start_child(run: WorkflowRun, appender: Appender, command: StartChild) -> None:

@@ -1,7 +1,8 @@
 """Sending work to Celery, only after the transaction that created it commits.
 
 A message that cannot be sent (broker down) is not an error for the caller: the rows are
-committed and the sweeper in ``runworker`` sends it again (``REDISPATCH_AFTER``).
+committed and the sweeper in ``runworker`` sends it again (``REDISPATCH_AFTER``). An activity
+scheduled by a worker's own step may run in that worker without a message (:mod:`.eager`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from django.db import transaction
 
 from ..conf import beluga_settings
+from . import eager, locks
 
 logger = logging.getLogger("beluga_workflows")
 
@@ -33,8 +35,23 @@ def advance(run_pk: int) -> None:
     transaction.on_commit(lambda: _send("advance_workflow", (run_pk,), queue, None))
 
 
-def activity(task_pk: int, attempt: int, countdown: float | None = None) -> None:
-    queue = beluga_settings.ACTIVITY_QUEUE
-    transaction.on_commit(
-        lambda: _send("run_activity", (task_pk, attempt), queue, countdown or None)
-    )
+def activity(
+    task_pk: int, attempt: int, countdown: float | None = None, claimed: Any = None
+) -> None:
+    """After commit: run the attempt in this worker thread (``claimed``: its step already took
+    its lock), or send it to the broker."""
+
+    def send() -> None:
+        if not countdown and eager.take(task_pk, attempt, claimed):
+            return
+        send_activity(task_pk, attempt, claimed, countdown)
+
+    transaction.on_commit(send)
+
+
+def send_activity(
+    task_pk: int, attempt: int, claimed: Any = None, countdown: float | None = None
+) -> None:
+    if claimed is not None:  # claimed here but not run here: the broker's worker needs the lock
+        locks.release(locks.key(task_pk))
+    _send("run_activity", (task_pk, attempt), beluga_settings.ACTIVITY_QUEUE, countdown or None)

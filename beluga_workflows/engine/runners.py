@@ -20,6 +20,7 @@ from ..continuation import Continuation
 from ..history import HistoryEvent
 from ..interpreter import Decision, Replayer, RunInfo
 from ..models import WorkflowRun
+from .sql import Prefetched
 from .store import Appender, load_history
 
 _lock = threading.Lock()
@@ -29,12 +30,30 @@ _cache: OrderedDict[int, Continuation] = OrderedDict()
 _pending: dict[int, tuple[Continuation, Appender]] = {}
 
 
-def decide(run: WorkflowRun, fn: Callable[..., Any], info: RunInfo, appender: Appender) -> Decision:
-    """One pass of the workflow over its history (the events ``appender`` added included)."""
+def cached_seen(run_pk: int) -> int:
+    """How much of the run's history a continuation cached here has seen (0: none cached)."""
+    with _lock:
+        cont = _cache.get(run_pk)
+    return cont.seen if cont is not None else 0
+
+
+def decide(
+    run: WorkflowRun,
+    fn: Callable[..., Any],
+    info: RunInfo,
+    appender: Appender,
+    prefetched: Prefetched | None = None,
+) -> Decision:
+    """One pass of the workflow over its history (the events ``appender`` added included).
+
+    A continuation cached here is fed only what it has not seen: events other workers or
+    clients (a signal) appended since, then this transaction's. Otherwise the run is replayed
+    from its whole history into a new continuation.
+    """
     size = beluga_settings.CACHE_SIZE
-    horizon = run.decided_through
     if not size:
-        return Replayer(fn, info, horizon).run(load_history(run.pk))
+        events = _since(run, appender, 0, prefetched)
+        return Replayer(fn, info, run.decided_through).run(events)
     with _lock:
         # Within a transaction the continuation of an earlier round is still pending; one
         # left pending by a transaction that rolled back is ahead of the database.
@@ -45,18 +64,16 @@ def decide(run: WorkflowRun, fn: Callable[..., Any], info: RunInfo, appender: Ap
         first_round = cont is None
         if cont is None:
             cont = _cache.pop(run.pk, None)
-            # The history may have grown elsewhere (another worker) since this process saw it.
-            if cont is not None and cont.seen != run.last_sequence - len(appender.added):
-                cont.close()
-                cont = None
-    if cont is not None and cont.fn is not fn:
+    if cont is not None and (
+        cont.fn is not fn or cont.seen > _committed(run, appender) and first_round
+    ):
         cont.close()
         cont = None
     if cont is None:
-        cont = Continuation(fn, info, beluga_settings.WORKFLOW_TASK_TIMEOUT, horizon)
-        decision = cont.feed(load_history(run.pk))
+        cont = Continuation(fn, info, beluga_settings.WORKFLOW_TASK_TIMEOUT, run.decided_through)
+        decision = cont.feed(_since(run, appender, 0, prefetched))
     else:
-        decision = cont.feed([event for event in appender.added if event.sequence > cont.seen])
+        decision = cont.feed(_since(run, appender, cont.seen, prefetched))
     if decision.done:
         cont.close()
         return decision
@@ -65,6 +82,26 @@ def decide(run: WorkflowRun, fn: Callable[..., Any], info: RunInfo, appender: Ap
     if first_round:
         transaction.on_commit(lambda: _remember(run.pk, size))
     return decision
+
+
+def _committed(run: WorkflowRun, appender: Appender) -> int:
+    """The run's last sequence before this transaction appended anything."""
+    return run.last_sequence - len(appender.added)
+
+
+def _since(
+    run: WorkflowRun, appender: Appender, after: int, prefetched: Prefetched | None
+) -> list[HistoryEvent]:
+    """The run's events after ``after``: committed ones, then this transaction's."""
+    base = _committed(run, appender)
+    stored: list[HistoryEvent] = []
+    if after < base:
+        if prefetched is not None and prefetched[0] <= after:
+            stored = [e for e in prefetched[1] if e.sequence > after]
+        else:
+            stored = load_history(run.pk, after=after)
+        stored = [e for e in stored if e.sequence <= base]
+    return stored + [e for e in appender.added if e.sequence > after]
 
 
 def note(run_pk: int, events: list[HistoryEvent]) -> None:

@@ -9,8 +9,9 @@ then child (a child's close reaches its parent after it commits, see
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..history import EventType
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import ParentClosePolicy, Signal, Status
 from ..serialization import ensure_json
-from . import dispatch
+from . import dispatch, sql
 from .store import Appender, lock_run, lock_running
 
 
@@ -38,15 +39,14 @@ def start(
     registry.resolve(workflow_name, reference)  # fail here, not in a worker, on a bad name
     ensure_json(input, f"Input of workflow {workflow_name!r}")
     now = timezone.now()
-    with transaction.atomic():
-        return create_run(
-            workflow_name,
-            reference,
-            workflow_id or str(uuid.uuid4()),
-            input,
-            timeout_seconds=timeout.total_seconds() if timeout else None,
-            deadline=now + timeout if timeout else None,
-        )
+    return create_run(  # one statement: in autocommit mode, no transaction to open or close
+        workflow_name,
+        reference,
+        workflow_id or str(uuid.uuid4()),
+        input,
+        timeout_seconds=timeout.total_seconds() if timeout else None,
+        deadline=now + timeout if timeout else None,
+    )
 
 
 def create_run(
@@ -71,48 +71,51 @@ def create_run(
     step). ``signals`` are ones a continued run had not taken yet: they arrive first.
     """
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            if WorkflowRun.objects.filter(
-                workflow_id=workflow_id, status=Status.RUNNING.value
-            ).exists():
-                raise WorkflowAlreadyStartedError(workflow_id)
-            run = WorkflowRun.objects.create(
-                workflow_id=workflow_id,
-                run_id=run_id or uuid.uuid4(),
-                workflow_name=workflow_name,
-                workflow_reference=reference,
-                input=input,
-                timeout_seconds=timeout_seconds,
-                advance_requested_at=now,
-                parent=parent,
-                parent_step=parent_step,
-                parent_close_policy=parent_close_policy.value,
-                notify_parent=parent is not None,
-                continued_from=continued_from,
-            )
-    except IntegrityError as exc:  # lost the race to another start with the same id
-        if "beluga_one_running_run_per_id" in str(exc):
-            raise WorkflowAlreadyStartedError(workflow_id) from exc
-        raise
-    appender = Appender(run)
+    run = WorkflowRun(
+        workflow_id=workflow_id,
+        run_id=run_id or uuid.uuid4(),
+        workflow_name=workflow_name,
+        workflow_reference=reference,
+        input=input,
+        timeout_seconds=timeout_seconds,
+        advance_requested_at=now,
+        parent=parent,
+        parent_step=parent_step,
+        parent_close_policy=parent_close_policy.value,
+        notify_parent=parent is not None,
+        continued_from=continued_from,
+        created_at=now,
+        updated_at=now,
+    )
     started: dict[str, Any] = {"input": input, "timeout": timeout_seconds}
     if parent is not None:
         started["parent"] = {"id": parent.workflow_id, "run_id": str(parent.run_id)}
     if continued_from is not None:
         started["continued_from"] = str(continued_from.run_id)
-    appender.append(EventType.WORKFLOW_STARTED, name=workflow_name, data=started, timestamp=now)
+    events: list[tuple[EventType, str, dict[str, Any]]] = [
+        (EventType.WORKFLOW_STARTED, workflow_name, started)
+    ]
     for signal in signals:
-        appender.append(
-            EventType.SIGNAL_RECEIVED,
-            name=signal["name"],
-            data={"payload": signal.get("payload"), "sender": signal.get("sender")},
-        )
-    if deadline is not None:
-        Timer.objects.create(run=run, kind=Timer.Kind.WORKFLOW_TIMEOUT, fire_at=deadline)
-    run.save(update_fields=["last_sequence"])
+        data = {"payload": signal.get("payload"), "sender": signal.get("sender")}
+        events.append((EventType.SIGNAL_RECEIVED, signal["name"], data))
+    run.last_sequence = len(events)
+    try:
+        # One statement inserts the run, its first events and its timeout timer; inside a
+        # caller's transaction a savepoint keeps a lost race for the id from breaking it.
+        with transaction.atomic() if transaction.get_connection().in_atomic_block else _nothing():
+            run.pk = sql.insert_run(run, events, now, deadline)
+    except IntegrityError as exc:  # lost the race to another start with the same id
+        if "beluga_one_running_run_per_id" in str(exc):
+            raise WorkflowAlreadyStartedError(workflow_id) from exc
+        raise
+    run._state.adding = False
     dispatch.advance(run.pk)
     return run
+
+
+@contextlib.contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def signal(workflow_id: str, sig: Signal) -> WorkflowRun:
@@ -122,12 +125,13 @@ def signal(workflow_id: str, sig: Signal) -> WorkflowRun:
     ensure_json(sig.payload, f"Payload of signal {sig.name!r}")
     with transaction.atomic():
         run = lock_running(workflow_id, f"signal {sig.name!r} to")
-        Appender(run).append(
+        appender = Appender(run)
+        appender.append(
             EventType.SIGNAL_RECEIVED,
             name=sig.name,
             data={"payload": sig.payload, "sender": sig.sender},
         )
-        request_advance(run)
+        request_advance(appender)
     return run
 
 
@@ -156,8 +160,8 @@ def request_cancel(run: WorkflowRun, sender: str | None) -> None:
     for step in timers.filter(kind=Timer.Kind.SLEEP).values_list("step", flat=True):
         appender.append(EventType.TIMER_CANCELED, step=step, name="timer")
     timers.update(state=Timer.State.CANCELED)
+    request_advance(appender)
     cancel_children(run, f"parent {run.workflow_id!r} was canceled")
-    request_advance(run)
 
 
 def cancel_children(run: WorkflowRun, reason: str) -> None:
@@ -173,7 +177,8 @@ def cancel_children(run: WorkflowRun, reason: str) -> None:
             request_cancel(child, reason)
 
 
-def request_advance(run: WorkflowRun) -> None:
-    run.advance_requested_at = timezone.now()
-    run.save(update_fields=["last_sequence", "advance_requested_at", "updated_at"])
-    dispatch.advance(run.pk)
+def request_advance(appender: Appender) -> None:
+    """Save what ``appender`` holds and ask a worker to take the run's next step."""
+    appender.run.advance_requested_at = timezone.now()
+    appender.save(["advance_requested_at"])
+    dispatch.advance(appender.run.pk)

@@ -30,10 +30,24 @@ from ..history import (
 from ..interpreter import Decision, RunInfo
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Status
-from . import commands, dispatch, runners, runs
+from . import commands, dispatch, runners, runs, sql
 from .store import Appender, lock_run
 
 logger = logging.getLogger("beluga_workflows")
+
+#: What a step may change on the run row (saved with the step's events).
+RUN_FIELDS = (
+    "status",
+    "result",
+    "error",
+    "waiting_for",
+    "waiting_since",
+    "waiting_deadline",
+    "advance_requested_at",
+    "decided_through",
+    "notify_parent",
+    "closed_at",
+)
 
 #: Decisions in a row within one transaction, when a step's own commands settle at once
 #: (a child started, a signal delivered); a workflow that keeps doing that waits for a worker.
@@ -43,23 +57,27 @@ MAX_ROUNDS = 100
 def advance(run_pk: int) -> None:
     """The workflow step: process events that arrived since the last step."""
     with transaction.atomic():
-        run = lock_run(run_pk)
+        run, history, _ = sql.lock_run_for_step(run_pk, runners.cached_seen(run_pk))
         if run is None or run.status != Status.RUNNING.value:
             return
         if run.advance_requested_at is None:
             return  # a duplicate message: the step was taken already
         appender = Appender(run)
-        decide(run, appender)
+        decide(run, appender, history)
 
 
-def decide(run: WorkflowRun, appender: Appender) -> None:
-    """Run the workflow function over its history and record what it does next."""
+def decide(run: WorkflowRun, appender: Appender, history: sql.Prefetched | None = None) -> None:
+    """Run the workflow function over its history and record what it does next.
+
+    ``history`` is what the step already read with the run's lock (see
+    :func:`.sql.lock_run_for_step`), so the decision needs no query of its own.
+    """
     run.advance_requested_at = None
     for _ in range(MAX_ROUNDS):
         try:
             fn = registry.resolve(run.workflow_name, run.workflow_reference)
             info = RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input)
-            decision = runners.decide(run, fn, info, appender)
+            decision = runners.decide(run, fn, info, appender, history)
         except Exception:
             # Our failure or a deployment problem (the workflow cannot be imported), not the
             # workflow's: keep what was recorded and let the sweeper try this step again.
@@ -72,7 +90,7 @@ def decide(run: WorkflowRun, appender: Appender) -> None:
     else:
         run.advance_requested_at = timezone.now()  # more next time, from a fresh message
         dispatch.advance(run.pk)
-    run.save()
+    _save(appender)
 
 
 def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> bool:
@@ -140,7 +158,7 @@ def _continue_as_new(run: WorkflowRun, appender: Appender, decision: Decision) -
         data={"input": request.input, "new_run_id": str(successor)},
     )
     run.notify_parent = False  # the chain's last run reports to the parent
-    run.save()  # closed before its successor exists: one running run per id
+    _save(appender)  # closed before its successor exists: one running run per id
     parent = WorkflowRun.objects.filter(pk=run.parent_id).first() if run.parent_id else None
     runs.create_run(
         run.workflow_name,
@@ -201,15 +219,19 @@ def _close(
     run.waiting_for = ""
     run.waiting_since = run.waiting_deadline = None
     run.advance_requested_at = None
-    ActivityTask.objects.filter(run=run, state=ActivityTask.State.SCHEDULED).update(
-        state=ActivityTask.State.CANCELED
-    )
-    Timer.objects.filter(run=run, state=Timer.State.PENDING).update(state=Timer.State.CANCELED)
-    runs.cancel_children(run, f"parent {run.workflow_id!r} closed ({status.value})")
+    # Saving the run (``_save``) cancels its open tasks, timers and children and wakes waiters.
+    appender.closing = True
     runners.forget(run.pk)
     if run.notify_parent and status is not Status.CONTINUED_AS_NEW:
         pk = run.pk
         transaction.on_commit(lambda: _notify_quietly(pk))
+
+
+def _save(appender: Appender) -> None:
+    """Save a step; a run that closed asks its running children to cancel (by policy)."""
+    if appender.save(RUN_FIELDS):
+        run = appender.run
+        runs.cancel_children(run, f"parent {run.workflow_id!r} closed ({run.status})")
 
 
 def _notify_quietly(child_pk: int) -> None:
@@ -263,8 +285,12 @@ def finish_activity(
     error: dict[str, Any] | None = None,
     retryable: bool = True,
     run_pk: int | None = None,
+    release: int | None = None,
 ) -> bool:
     """Record one attempt's outcome; retry, or resolve the step and decide the next one.
+
+    ``release`` is an advisory lock key this thread no longer needs (its previous attempt's):
+    released by the same round trip that records a completion.
 
     Returns False when the outcome is stale (the attempt already timed out, the run was
     canceled, or a duplicate delivery finished first): nothing is recorded then.
@@ -275,29 +301,32 @@ def finish_activity(
             return False
         run_pk = known
     with transaction.atomic():
-        run = lock_run(run_pk)
-        task = ActivityTask.objects.filter(pk=task_pk).first()
-        if (
-            run is None
-            or task is None
-            or run.status != Status.RUNNING.value
-            or task.state != ActivityTask.State.SCHEDULED
-            or task.attempt != attempt
-        ):
-            return False
-        appender = Appender(run)
         if error is None:
-            task.state = ActivityTask.State.COMPLETED
-            task.save(update_fields=["state"])
+            # Completed: lock the run and record the attempt if it is still the current one.
+            seen = runners.cached_seen(run_pk)
+            run, history, completed = sql.lock_run_for_step(
+                run_pk, seen, (task_pk, attempt), release
+            )
+            if run is None or completed is None or run.status != Status.RUNNING.value:
+                return False
+            step, name = completed
+            appender = Appender(run)
             appender.append(
                 EventType.ACTIVITY_COMPLETED,
-                step=task.step,
-                name=task.name,
+                step=step,
+                name=name,
                 attempt=attempt,
                 data={"result": result},
             )
-            decide(run, appender)
+            decide(run, appender, history)
             return True
+        run = lock_run(run_pk)
+        if run is None or run.status != Status.RUNNING.value:
+            return False
+        task = ActivityTask.objects.select_for_update().filter(pk=task_pk).first()
+        if task is None or task.state != ActivityTask.State.SCHEDULED or task.attempt != attempt:
+            return False
+        appender = Appender(run)
         options = ActivityOptions.from_json(task.options)
         if retryable and _may_retry(options.retry, attempt, error):
             delay = options.retry.backoff(attempt)
@@ -314,7 +343,7 @@ def finish_activity(
             task.deadline = task.not_before + options.timeout
             task.dispatched_at = now
             task.save(update_fields=["attempt", "not_before", "deadline", "dispatched_at"])
-            run.save(update_fields=["last_sequence", "updated_at"])
+            appender.save(["last_sequence"])
             dispatch.activity(task.pk, task.attempt, countdown=delay.total_seconds())
             return True
         task.state = ActivityTask.State.FAILED
@@ -357,7 +386,7 @@ def fire_timer(timer_pk: int) -> bool:
             seconds = run.timeout_seconds
             error = error_to_json(WorkflowTimeoutError(run.workflow_id, seconds))
             _close(run, appender, Status.TIMED_OUT, EventType.WORKFLOW_TIMED_OUT, error=error)
-            run.save()
+            _save(appender)
             return True
         appender.append(EventType.TIMER_FIRED, step=timer.step, name=timer.kind)
         decide(run, appender)

@@ -7,7 +7,7 @@ constraint backs that up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -16,13 +16,14 @@ from django.utils import timezone
 
 from ..errors import WorkflowClosedError, WorkflowNotFoundError
 from ..history import EventType, HistoryEvent
-from ..models import WorkflowEvent, WorkflowRun
+from ..models import ActivityTask, WorkflowEvent, WorkflowRun
 from ..options import Status
+from . import eager, locks, sql
 
 
 def lock_run(pk: int, skip_locked: bool = False) -> WorkflowRun | None:
     """Lock a run's row; with ``skip_locked`` return None if someone else holds it."""
-    return WorkflowRun.objects.select_for_update(skip_locked=skip_locked).filter(pk=pk).first()
+    return sql.lock_run(pk, skip_locked)
 
 
 def lock_running(workflow_id: str, action: str) -> WorkflowRun:
@@ -40,7 +41,7 @@ def lock_running(workflow_id: str, action: str) -> WorkflowRun:
         if run is not None:
             return run
         latest = latest_run(workflow_id)
-        if latest.status != Status.CONTINUED_AS_NEW.value:
+        if latest.status not in (Status.CONTINUED_AS_NEW.value, Status.RUNNING.value):
             break
     raise WorkflowClosedError(workflow_id, latest.status, action)
 
@@ -76,12 +77,21 @@ def load_history(run_pk: int, after: int = 0) -> list[HistoryEvent]:
 
 
 class Appender:
-    """Appends events to a locked run inside the current transaction."""
+    """Appends events (and activity tasks) to a locked run inside the current transaction.
+
+    Rows are written in one go by :meth:`flush` — one ``INSERT`` for the events of a step,
+    one for its activity tasks — which every writer calls before it saves the run row, and
+    which a reader of the run's history in the same transaction calls first.
+    """
 
     def __init__(self, run: WorkflowRun) -> None:
         assert transaction.get_connection().in_atomic_block, "append inside transaction.atomic"
         self.run = run
         self.added: list[HistoryEvent] = []
+        self._events: list[WorkflowEvent] = []
+        self._tasks: list[tuple[ActivityTask, Callable[[ActivityTask], None]]] = []
+        #: Set when the run closes: the save also cancels its open tasks and timers.
+        self.closing = False
 
     def append(
         self,
@@ -94,19 +104,53 @@ class Appender:
         timestamp: datetime | None = None,
     ) -> HistoryEvent:
         self.run.last_sequence += 1
-        row = WorkflowEvent.objects.create(
-            run=self.run,
+        event = HistoryEvent(
             sequence=self.run.last_sequence,
-            type=type.value,
+            type=type,
+            timestamp=timestamp or timezone.now(),
             step=step,
             name=name,
             attempt=attempt,
             data=data or {},
-            timestamp=timestamp or timezone.now(),
         )
-        event = to_event(row)
+        self._events.append(
+            WorkflowEvent(
+                run=self.run,
+                sequence=event.sequence,
+                type=type.value,
+                step=step,
+                name=name,
+                attempt=attempt,
+                data=event.data,
+                timestamp=event.timestamp,
+            )
+        )
         self.added.append(event)
         return event
 
-    def extend(self, events: Iterable[HistoryEvent]) -> None:
-        self.added.extend(events)
+    def add_task(self, task: ActivityTask, then: Callable[[ActivityTask], None]) -> None:
+        """An activity task row to insert; ``then(task)`` once it has its primary key."""
+        self._tasks.append((task, then))
+
+    def flush(self) -> None:
+        """Write the events and tasks appended so far."""
+        self.save(())
+
+    def save(self, fields: Iterable[str]) -> bool:
+        """Write the events and tasks appended so far and the run row's ``fields`` (with
+        ``last_sequence``), in one round trip. For a closing run, True when it has running
+        children to cancel."""
+        events, tasks = self._events, self._tasks
+        self._events, self._tasks = [], []
+        fields = list(fields)
+        if fields:
+            fields = [*dict.fromkeys([*fields, "last_sequence"])]
+        closing, self.closing = self.closing and bool(fields), self.closing and not fields
+        claim = locks.SPACE if tasks and eager.reserve() else None
+        rows = [task for task, _ in tasks]
+        children = sql.write(events, rows, self.run, fields, closing, claim)
+        for task, then in tasks:
+            if getattr(task, "locked", None):
+                locks.taken()
+            then(task)
+        return children

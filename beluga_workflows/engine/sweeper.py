@@ -20,7 +20,8 @@ from ..errors import ActivityTimeoutError
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import Status
 from . import dispatch, steps
-from .activities import advisory_lock, error_info
+from .activities import error_info
+from .locks import advisory_lock
 
 logger = logging.getLogger("beluga_workflows")
 BATCH = 200

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import registry
-from ..engine import runs
+from ..engine import notify, runs
 from ..engine.store import latest_run, load_history
 from ..errors import (
     ResultTimeoutError,
@@ -64,27 +64,34 @@ class DefaultHandle(WorkflowHandle):
         return Status(self._run().status)
 
     def result(self, timeout: float | None = None) -> Any:
-        """Wait for the run, following ``continue_as_new`` to the chain's last run."""
+        """Wait for the run, following ``continue_as_new`` to the chain's last run.
+
+        Woken by the closing transaction's notification (:mod:`..engine.notify`); without
+        one it looks at the run every second.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.02
+        listener = notify.listener()
         run_id = self._run_id
         while True:
-            run = WorkflowRun.objects.get(run_id=run_id)
-            status = Status(run.status)
-            if status is Status.CONTINUED_AS_NEW:
-                successor = run.continuations.values_list("run_id", flat=True).first()
-                if successor is not None:
-                    run_id, delay = successor, 0.02
-                    continue
-            elif status.is_closed:
-                raise_for_outcome(self._id, status, run.error)
-                return run.result
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ResultTimeoutError(self._id, timeout)
-            time.sleep(
-                delay if deadline is None else min(delay, max(0, deadline - time.monotonic()))
-            )
-            delay = min(delay * 1.5, 0.5)
+            watched = str(run_id)
+            event = listener.watch(watched)
+            try:
+                run = WorkflowRun.objects.get(run_id=run_id)
+                status = Status(run.status)
+                if status is Status.CONTINUED_AS_NEW:
+                    successor = run.continuations.values_list("run_id", flat=True).first()
+                    if successor is not None:
+                        run_id = successor
+                        continue
+                elif status.is_closed:
+                    raise_for_outcome(self._id, status, run.error)
+                    return run.result
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ResultTimeoutError(self._id, timeout)
+                event.wait(notify.FALLBACK if left is None else min(left, notify.FALLBACK))
+            finally:
+                listener.unwatch(watched, event)
 
 
 class DefaultExecutor(DurableExecutor):
