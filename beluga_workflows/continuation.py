@@ -95,3 +95,64 @@ class Continuation:
             self.machine.stopped = True
             raise Suspend()
         self.machine.extend(item)
+
+
+class GreenletContinuation:
+    """A live run parked in a greenlet instead of a thread: what the Temporal workflow keeps
+    across its workflow tasks (Temporal's sandbox has no use for threads, and its sticky cache
+    keeps the workflow object — and so this — between tasks), so each task feeds only its new
+    events instead of replaying the whole history.
+
+    A greenlet can only be resumed on the thread that created it: :meth:`usable` tells, and a
+    caller on another thread replays into a new one instead.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        info: RunInfo,
+        horizon: int | None = None,
+        patches: Any = None,
+    ) -> None:
+        import greenlet
+
+        self.fn = fn
+        self.info = info
+        self.seen = 0
+        self.machine = Machine(info, [], self._park, horizon, patches)
+        self._thread = threading.get_ident()
+        self._glet = greenlet.greenlet(self._main)
+        self._started = False
+
+    def usable(self) -> bool:
+        return threading.get_ident() == self._thread and not self._glet.dead
+
+    def feed(self, events: Sequence[HistoryEvent]) -> Decision:
+        """Give the run its new events and run it until it blocks again or finishes."""
+        self.machine.begin_pass()
+        if events:
+            self.seen = events[-1].sequence
+        if not self._started:
+            self._started = True
+            self.machine.extend(events)
+            if events:
+                self.machine.current_time = events[0].timestamp
+            decision = self._glet.switch()
+        else:
+            decision = self._glet.switch(list(events))
+        assert isinstance(decision, Decision)
+        return decision
+
+    def note(self, events: Sequence[HistoryEvent]) -> None:
+        self.machine.extend(events)
+        if events:
+            self.seen = events[-1].sequence
+
+    def _main(self) -> Decision:
+        return call_workflow(self.fn, self.machine)
+
+    def _park(self) -> None:
+        parent = self._glet.parent
+        assert parent is not None
+        events = parent.switch(self.machine.decision())
+        self.machine.extend(events)

@@ -42,9 +42,10 @@ def _unit_of_work() -> Iterator[None]:
 @shared_task(name="beluga_workflows.advance_workflow", ignore_result=True, acks_late=True)
 def advance_workflow(run_pk: int) -> None:
     from .engine import steps
+    from .engine.store import with_reconnect
 
     with _unit_of_work():
-        steps.advance(run_pk)
+        with_reconnect(steps.advance, run_pk)
 
 
 @shared_task(name="beluga_workflows.run_activity", ignore_result=True, acks_late=True)

@@ -93,8 +93,9 @@ def keep_connections(app: Any) -> None:
     Celery's Django fix-up closes every connection before and after each task unless
     ``CELERY_DB_REUSE_MAX`` is set, and Django closes it after each unit of work unless
     ``CONN_MAX_AGE`` allows more: without both, every workflow step pays for a new PostgreSQL
-    backend. A kept connection is checked before each task (a dead one is replaced) and never
-    carries a transaction or an advisory lock into the next task (see ``tasks.py``).
+    backend. A kept connection that died is replaced and the step retried
+    (:func:`~beluga_workflows.engine.store.with_reconnect`); it never carries a transaction or
+    an advisory lock into the next task (see ``tasks.py``).
     """
     from django.db import connections
 
@@ -105,7 +106,6 @@ def keep_connections(app: Any) -> None:
         settings_dict = connections.settings[alias]
         if not settings_dict.get("CONN_MAX_AGE"):
             settings_dict["CONN_MAX_AGE"] = max_age
-            settings_dict["CONN_HEALTH_CHECKS"] = True
     if app.conf.get("CELERY_DB_REUSE_MAX") is None:
         app.conf["CELERY_DB_REUSE_MAX"] = 1_000_000
 

@@ -176,6 +176,21 @@ def proc_stats(pid: int) -> dict[str, float]:
     }
 
 
+def named_cpu(name: str) -> float:
+    """CPU seconds (user + system, with reaped children) of every process named ``name``
+    (e.g. all PostgreSQL backends), for CPU-per-run figures while a benchmark runs alone."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() != name:
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def in_parallel(fn: Callable[[int], Any], count: int, clients: int) -> list[Any]:
     """``[fn(i) for i in range(count)]`` from ``clients`` threads, each with its own database
     connection (closed at the end), as several web processes would call the executor."""

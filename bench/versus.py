@@ -101,11 +101,16 @@ def measure_ours(args: argparse.Namespace) -> dict[str, Any]:
         "versus-ours", concurrency=args.concurrency, args=("--pool", args.pool)
     ) as worker:
         executor = workflow.new("default")
-        cpu0 = common.proc_stats(worker.pid)["cpu_s"]
         ours_w3(executor, min(20, args.runs), args.clients)  # warm up
+        cpu0 = common.proc_stats(worker.pid)["cpu_s"]
+        client0, pg0 = time.process_time(), common.named_cpu("postgres")
         out["w3"] = ours_w3(executor, args.runs, args.clients)
-        out["w3"]["worker_cpu_s"] = common.proc_stats(worker.pid)["cpu_s"] - cpu0
-        print(f"ours: w3 worker CPU {out['w3']['worker_cpu_s']:.2f}s", file=sys.stderr)
+        out["w3"]["cpu_ms_per_run"] = {
+            "worker": (common.proc_stats(worker.pid)["cpu_s"] - cpu0) * 1000 / args.runs,
+            "client": (time.process_time() - client0) * 1000 / args.runs,
+            "postgres": (common.named_cpu("postgres") - pg0) * 1000 / args.runs,
+        }
+        print(f"ours: w3 CPU ms/run {out['w3']['cpu_ms_per_run']}", file=sys.stderr)
         _progress("ours", "w3", out["w3"]["runs_per_s"], "runs/s")
         ours_latency(executor, 3)
         out["latency"] = ours_latency(executor, args.samples)

@@ -256,6 +256,25 @@ def test_kill9_with_parallel_activities_in_flight(worker_factory, executor, coun
     assert extra <= len(in_flight)
 
 
+def test_a_dropped_database_connection_loses_no_result_and_reruns_nothing(
+    worker, executor, counter_dir
+):
+    """The worker's PostgreSQL backends are terminated while an activity runs: the worker
+    reconnects, records the outcome, and goes on; nothing runs twice."""
+    from django.db import connection
+
+    handle = start(executor, wf.sleepy_pair, 1.5)
+    wait_until(lambda: run_count(counter_dir, "sleepy") == 1, 20, message="first activity")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+    assert handle.result(timeout=30) == ["slept 1.5", "slept 1.5"]
+    assert run_count(counter_dir, "sleepy") == 2
+
+
 @pytest.mark.broker
 def test_kill9_while_sleeping_then_the_timer_still_fires(worker, executor):
     handle = start(executor, wf.sleeper, 2)

@@ -83,6 +83,17 @@ def slow(ctx, seconds):
     return "finished"
 
 
+def sleepy(ctx, seconds):
+    harness.record_run("sleepy")
+    time.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@workflow.defn(name="engine_sleepy_pair")
+def sleepy_pair(ctx, seconds):
+    return [ctx.execute_activity(sleepy, seconds) for _ in range(2)]
+
+
 @workflow.defn(name="engine_timeout")
 def activity_timeout(ctx, seconds):
     return ctx.execute_activity(

@@ -24,6 +24,7 @@ from ..errors import ActivityTimeoutError, InvalidPayloadError
 from ..models import ActivityTask
 from ..serialization import ensure_json
 from . import eager, locks, sql, steps
+from .store import with_reconnect
 
 logger = logging.getLogger("beluga_workflows")
 
@@ -65,22 +66,32 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
             timeout = ActivityTimeoutError(
                 f"Attempt {attempt} of {task.name!r} was not started in time."
             )
-            steps.finish_activity(task_pk, attempt, error=error_info(timeout))
+            with_reconnect(steps.finish_activity, task_pk, attempt, error=error_info(timeout))
             return
         outcome = _execute(task, (task.deadline - now).total_seconds())
         if previous is not None and "error" not in outcome:
             released, previous = previous, None
             locks.released()  # by the statement that records this outcome
-            steps.finish_activity(task_pk, attempt, run_pk=task.run_id, release=released, **outcome)
+            with_reconnect(
+                steps.finish_activity,
+                task_pk,
+                attempt,
+                run_pk=task.run_id,
+                release=released,
+                **outcome,
+            )
         else:
-            steps.finish_activity(task_pk, attempt, run_pk=task.run_id, **outcome)
+            with_reconnect(steps.finish_activity, task_pk, attempt, run_pk=task.run_id, **outcome)
     finally:
-        if previous is not None:
-            locks.release(previous)
-        if eager.draining_now():
-            locks.defer(key)
+        if not locks.held():
+            pass  # the connection died and took every lock with it (see with_reconnect)
         else:
-            locks.release(key)
+            if previous is not None:
+                locks.release(previous)
+            if eager.draining_now():
+                locks.defer(key)
+            else:
+                locks.release(key)
 
 
 def record_heartbeat(task_pk: int, attempt: int, details: Any) -> None:

@@ -53,5 +53,8 @@ def send_activity(
     task_pk: int, attempt: int, claimed: Any = None, countdown: float | None = None
 ) -> None:
     if claimed is not None:  # claimed here but not run here: the broker's worker needs the lock
-        locks.release(locks.key(task_pk))
+        try:
+            locks.release(locks.key(task_pk))
+        except Exception:  # the connection is gone, and the lock with it
+            logger.warning("Could not release the lock of attempt %s", task_pk, exc_info=True)
     _send("run_activity", (task_pk, attempt), beluga_settings.ACTIVITY_QUEUE, countdown or None)

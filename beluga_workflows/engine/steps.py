@@ -303,9 +303,10 @@ def finish_activity(
     with transaction.atomic():
         if error is None:
             # Completed: lock the run and record the attempt if it is still the current one.
-            seen = runners.cached_seen(run_pk)
+            # In a chain of eager steps the continuation has seen everything already: the
+            # history is read only when it has not (see runners.decide).
             run, history, completed = sql.lock_run_for_step(
-                run_pk, seen, (task_pk, attempt), release
+                run_pk, None, (task_pk, attempt), release
             )
             if run is None or completed is None or run.status != Status.RUNNING.value:
                 return False

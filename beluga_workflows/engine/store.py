@@ -7,11 +7,12 @@ constraint backs that up.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from ..errors import WorkflowClosedError, WorkflowNotFoundError
@@ -19,6 +20,8 @@ from ..history import EventType, HistoryEvent
 from ..models import ActivityTask, WorkflowEvent, WorkflowRun
 from ..options import Status
 from . import eager, locks, sql
+
+logger = logging.getLogger("beluga_workflows")
 
 
 def lock_run(pk: int, skip_locked: bool = False) -> WorkflowRun | None:
@@ -59,6 +62,29 @@ def latest_run(workflow_id: str) -> WorkflowRun:
     return run
 
 
+T = TypeVar("T")
+
+
+def with_reconnect(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one of the engine's transactions; if the database connection died (a restart, a
+    terminated backend, an idle timeout), reconnect and run it once more.
+
+    Safe for every engine write: each checks the run's state under its lock, so a write that
+    did commit before the connection died is recognised (stale) and not recorded twice — and
+    an activity's outcome is not lost with the connection. The advisory locks of the old
+    session died with it.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except (OperationalError, InterfaceError):
+        if transaction.get_connection().in_atomic_block:
+            raise  # inside a caller's transaction: the caller decides
+        logger.warning("Lost the database connection; reconnecting", exc_info=True)
+        connection.close()
+        locks.forget()
+        return fn(*args, **kwargs)
+
+
 def to_event(row: WorkflowEvent) -> HistoryEvent:
     return HistoryEvent(
         sequence=row.sequence,
@@ -88,7 +114,7 @@ class Appender:
         assert transaction.get_connection().in_atomic_block, "append inside transaction.atomic"
         self.run = run
         self.added: list[HistoryEvent] = []
-        self._events: list[WorkflowEvent] = []
+        self._events: list[HistoryEvent] = []
         self._tasks: list[tuple[ActivityTask, Callable[[ActivityTask], None]]] = []
         #: Set when the run closes: the save also cancels its open tasks and timers.
         self.closing = False
@@ -113,18 +139,7 @@ class Appender:
             attempt=attempt,
             data=data or {},
         )
-        self._events.append(
-            WorkflowEvent(
-                run=self.run,
-                sequence=event.sequence,
-                type=type.value,
-                step=step,
-                name=name,
-                attempt=attempt,
-                data=event.data,
-                timestamp=event.timestamp,
-            )
-        )
+        self._events.append(event)
         self.added.append(event)
         return event
 
@@ -148,7 +163,7 @@ class Appender:
         closing, self.closing = self.closing and bool(fields), self.closing and not fields
         claim = locks.SPACE if tasks and eager.reserve() else None
         rows = [task for task, _ in tasks]
-        children = sql.write(events, rows, self.run, fields, closing, claim)
+        children = sql.write(self.run, events, rows, fields, closing, claim)
         for task, then in tasks:
             if getattr(task, "locked", None):
                 locks.taken()

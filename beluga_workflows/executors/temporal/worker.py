@@ -51,8 +51,14 @@ HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 def build_worker(client: Client, task_queue: str, concurrency: int, pool: Any) -> Worker:
+    # Workflow tasks run on one thread: each run keeps its live continuation (a greenlet,
+    # which only the thread that made it can resume) from one workflow task to the next.
+    workflow_thread = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="beluga-workflow-tasks"
+    )
     return Worker(
         client,
+        workflow_task_executor=workflow_thread,
         task_queue=task_queue,
         workflows=[BelugaWorkflow],
         activities=[beluga_activity],

@@ -37,6 +37,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 from ... import registry
+from ...continuation import GreenletContinuation
 from ...history import (
     Command,
     EventType,
@@ -78,6 +79,7 @@ class BelugaWorkflow(Operations):
         self.wait_deadlines: dict[int, str] = {}  # signal wait step -> its deadline
         self.cancel_recorded = False
         self.horizon: int | None = None
+        self.live: GreenletContinuation | None = None
         self.patches: dict[str, bool] = {}
         self.status = Status.RUNNING
         self.result: Any = None
@@ -98,10 +100,10 @@ class BelugaWorkflow(Operations):
         # workflow task, which Temporal retries until a worker that knows the name takes it.
         fn = self.function()
         while True:
-            replayer = Replayer(fn, self.run_info, self.horizon, self.patched)
-            decision = replayer.run(self.events)
-            self.horizon = decision.read_through
+            decision = self.decide(fn)
             self.settle(decision)
+            if self.live is not None:
+                self.live.note(self.events[self.live.seen :])  # the commands' events
             if decision.done:
                 await self.drain()
                 return self.finish(decision)
@@ -110,6 +112,19 @@ class BelugaWorkflow(Operations):
                 await workflow.wait_condition(self.grown(len(self.events)))
             except asyncio.CancelledError:
                 self.cancel_requested()
+
+    def decide(self, fn: Any) -> Decision:
+        """Feed the live continuation what it has not seen; rebuild it by replay if needed.
+
+        Temporal's sticky cache keeps this object between workflow tasks, so a step costs the
+        new events only; after an eviction Temporal replays the run into a new object, one
+        workflow task at a time, which costs the same again — never a replay per step.
+        """
+        live = self.live
+        if live is None or not live.usable():
+            live = self.live = GreenletContinuation(fn, self.run_info, None, self.patched)
+            return live.feed(self.events)
+        return live.feed(self.events[live.seen :])
 
     # -- signals, cancel and queries -------------------------------------------------------
     @workflow.signal(dynamic=True)
