@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_DATA_DIR := $(CURDIR)/.data/test
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint format check browser clean
+.PHONY: venv run test lint format check browser clean bench
 
 venv: $(STAMP)
 
@@ -26,6 +26,13 @@ run: $(STAMP)
 
 test: $(STAMP) browser lint check
 	scripts/test.sh $(PYTEST_ARGS)
+
+# Every benchmark, side by side with its peers (DBOS, raw Celery, the Temporal SDK), written up
+# in bench/results.md with a chart (docs/images/benchmarks.png). About 25 minutes; run it alone
+# on the machine. Uses DATABASE_URL / CELERY_BROKER_URL, or the embedded services.
+bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench,dev]'
+	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(CURDIR)/.data}" $(PY) -m bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

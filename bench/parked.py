@@ -30,6 +30,7 @@ K defaults to 10,000 for both (``--runs``, ``--temporal-runs``).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 import uuid
@@ -82,9 +83,14 @@ def measure_default(runs: int, concurrency: int, clients: int) -> dict[str, Any]
         time.sleep(SETTLE)
         with_parked = common.proc_stats(worker.pid)
         size1 = database_bytes()
+        # Resuming one of many parked runs vs resuming a lone run: signal → result, p50.
+        sample = ids[:: max(1, runs // RESUME_SAMPLE)][:RESUME_SAMPLE]
+        resume_many = [resume(executor, workflow_id) for workflow_id in sample]
+        resume_lone = [resume(executor, lone(executor, tag, n)) for n in range(RESUME_SAMPLE)]
+        rest = sorted(set(ids) - set(sample))
         released = time.time()
         common.in_parallel(
-            lambda i: executor.signal(ids[i], workflow.Signal("go", True)), runs, clients
+            lambda i: executor.signal(rest[i], workflow.Signal("go", True)), len(rest), clients
         )
         signal_s = time.time() - released
         log(f"default: signalled {runs} in {signal_s:.1f}s")
@@ -106,7 +112,35 @@ def measure_default(runs: int, concurrency: int, clients: int) -> dict[str, Any]
         "signal_s": signal_s,
         "finished_s": finished_s,
         "database_growth_mib": (size1 - size0) / 2**20,
+        "resume_many_p50_ms": statistics.median(resume_many),
+        "resume_lone_p50_ms": statistics.median(resume_lone),
     }
+
+
+RESUME_SAMPLE = 50
+
+
+def resume(executor: Any, workflow_id: str) -> float:
+    """Signal a parked run and wait for its result: milliseconds."""
+    from beluga_workflows import workflow
+
+    handle = executor.get_handle(workflow_id)
+    began = time.perf_counter()
+    executor.signal(workflow_id, workflow.Signal("go", True))
+    handle.result(timeout=60)
+    return (time.perf_counter() - began) * 1000
+
+
+def lone(executor: Any, tag: str, n: int) -> str:
+    """A fresh run, parked, with nothing else parked beside it but what is already there."""
+    from beluga_workflows import workflow
+    from bench.workflows import parked
+
+    handle = executor.execute(parked, workflow.WorkflowOptions(id=f"bench-lone-{tag}-{n}"))
+    common.wait_for(
+        lambda: executor.describe(handle.id).waiting_for == "signal:go", 60, "parked", 0.005
+    )
+    return handle.id
 
 
 async def _parked_count(client: Any, task_queue: str) -> int:
@@ -286,6 +320,13 @@ def report(rows: list[dict[str, Any]]) -> str:
             lines.append(
                 f"\ndefault: PostgreSQL database grew {r['database_growth_mib']:.0f} MiB "
                 f"for {r['runs']:,} parked runs"
+            )
+        if r.get("resume_many_p50_ms") is not None:
+            many, lone_ms = r["resume_many_p50_ms"], r["resume_lone_p50_ms"]
+            lines.append(
+                f"\ndefault: resuming one of {r['runs']:,} parked runs (signal → result, p50 of "
+                f"{RESUME_SAMPLE}) {many:.1f} ms; a lone run {lone_ms:.1f} ms: "
+                f"{common.ratio(many, lone_ms):.2f}x"
             )
         if "mirror_finished_s" in r:
             value = r["mirror_finished_s"]

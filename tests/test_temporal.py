@@ -107,7 +107,7 @@ def test_temporal_cli_lists_describes_shows_and_approves_our_run(
 
 def test_mirrored_rows_follow_the_run(executor: Any) -> None:
     handle = start(executor, wf.tutorial, "Q4", id="mirrored", timeout=timedelta(hours=48))
-    started = row("mirrored")  # written by the executor itself, right after the start
+    started = wait_for_row("mirrored", "the row the executor writes after the start")
     assert started is not None and str(started.run_id) == handle.run_id
     assert started.workflow_name == "conf_tutorial" and started.input == "Q4"
     assert started.workflow_reference == "tests.workflows_conformance:tutorial"
@@ -119,7 +119,7 @@ def test_mirrored_rows_follow_the_run(executor: Any) -> None:
     assert row_events(waiting) == TUTORIAL_EVENTS[:4]
 
     executor.signal("mirrored", workflow.Signal("approval", True, sender="reviewer"))
-    assert "SignalReceived" in row_events(row("mirrored"))  # copied as the signal is sent
+    wait_until(lambda: "SignalReceived" in row_events(row("mirrored")), 30, message="signal row")
 
     done = wait_for_row("mirrored", "completed row", status="completed")
     assert done.result == handle.result(timeout=5) and done.waiting_for == ""

@@ -4,7 +4,8 @@ Everything a caller reads comes from Temporal itself — ``status()`` from descr
 errors from the close event, ``describe``/``history`` from the run's history translated by
 :mod:`.translate` — so it is true whether or not a worker or the mirror is running. After
 start, signal and cancel the executor also refreshes the run's mirrored rows (see
-:mod:`.mirror`) so the admin and the REST API show the change at once.
+:mod:`.mirror`) in a background thread, so the admin and the REST API show the change moments
+later while the call itself costs what Temporal's client call costs.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError as TemporalAlreadyStarted
@@ -34,7 +38,7 @@ from ...serialization import ensure_json
 from ..base import DurableExecutor, WorkflowHandle, WorkflowState, raise_for_outcome
 from . import client as temporal_client
 from . import convert
-from .translate import RunRecord, translate
+from .translate import RunRecord, Tail, translate
 
 logger = logging.getLogger("beluga_workflows")
 
@@ -120,15 +124,12 @@ class TemporalExecutor(DurableExecutor):
         return WorkflowClosedError(workflow_id, status.value, action)
 
     def refresh_mirror(self, workflow_id: str, run_id: str | None = None) -> None:
-        """Copy the run into the Django models now (best effort: the worker's mirror retries)."""
-        if not self.mirror:
-            return
-        try:
+        """Copy the run into the Django models in the background, moments from now (the
+        caller does not wait for it: best effort, the worker's mirror does the rest)."""
+        if self.mirror:
             from . import mirror
 
-            mirror.sync(self, workflow_id, run_id)
-        except Exception:
-            logger.warning("Could not mirror Temporal run %s yet", workflow_id, exc_info=True)
+            mirror.refresh_soon(self, workflow_id, run_id)
 
     # -- starting --------------------------------------------------------------------------
     def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
@@ -208,15 +209,25 @@ class TemporalExecutor(DurableExecutor):
     def run_status(self, workflow_id: str, run_id: str | None) -> Status:
         return convert.status_from_temporal(self._describe(workflow_id, run_id).status)
 
-    def has_pending_task(self, workflow_id: str, run_id: str) -> bool:
-        """Whether a workflow task is scheduled or running (the history is about to grow)."""
-        description = self._describe(workflow_id, run_id)
-        return description.raw_description.HasField("pending_workflow_task")
+    def progress(self, workflow_id: str, run_id: str) -> tuple[bool, int]:
+        """Whether a workflow task is scheduled or running (the history is about to grow),
+        and the run's history length."""
+        raw = self._describe(workflow_id, run_id).raw_description
+        return raw.HasField("pending_workflow_task"), raw.workflow_execution_info.history_length
 
     def fetch_record(self, workflow_id: str, run_id: str | None = None) -> RunRecord:
         """The run (the latest one with this id by default), read from its Temporal history."""
         try:
             return self.call(lambda client: read_record(client, workflow_id, run_id))  # type: ignore[no-any-return]
+        except RPCError as exc:
+            if _not_found(exc):
+                raise WorkflowNotFoundError(workflow_id) from exc
+            raise
+
+    def fetch_tail(self, workflow_id: str, tail: Tail, length: int) -> RunRecord:
+        """What Temporal appended to the run since ``tail`` was last read, folded into it."""
+        try:
+            return self.call(lambda client: read_tail(client, workflow_id, tail, length))  # type: ignore[no-any-return]
         except RPCError as exc:
             if _not_found(exc):
                 raise WorkflowNotFoundError(workflow_id) from exc
@@ -286,6 +297,30 @@ class TemporalExecutor(DurableExecutor):
         from .worker import TemporalWorker
 
         return TemporalWorker(self, concurrency=concurrency, **options)
+
+
+async def read_tail(client: Client, workflow_id: str, tail: Tail, length: int) -> RunRecord:
+    """Fold the run's Temporal events appended since ``tail`` was last read into it, up to
+    ``length`` events in all (its history length, from describe: asking for events past the
+    end of a running run's history would wait for new ones)."""
+    execution = WorkflowExecution(workflow_id=workflow_id, run_id=tail.reader.run_id)
+    events: list[Any] = []
+    while tail.read + len(events) < length:
+        request = GetWorkflowExecutionHistoryRequest(
+            namespace=client.namespace,
+            execution=execution,
+            next_page_token=tail.token,
+            wait_new_event=True,  # hands back a token even at the end, to read on from there
+            maximum_page_size=1000,
+        )
+        response = await client.workflow_service.get_workflow_execution_history(
+            request, retry=True, timeout=timedelta(seconds=10)
+        )
+        events += response.history.events
+        tail.token = response.next_page_token
+        if not response.history.events or not tail.token:
+            break
+    return tail.fold(events) if events or tail.record is None else tail.record
 
 
 async def read_record(client: Client, workflow_id: str, run_id: str | None) -> RunRecord:

@@ -14,9 +14,9 @@ Who calls it:
   workflow tasks this worker just ran (:mod:`.changes`), runs Temporal visibility lists as
   started or closed lately (timeouts and terminations have no workflow task), and at start and
   every few minutes every running run, both ways, to repair what a stopped worker missed. It
-  creates rows for finished runs only when this worker ran them (a finished run without a row
-  may be one deleted on purpose), so a run started outside beluga and run by no beluga worker
-  that finishes within one poll interval is not listed.
+  creates rows for running runs, and for finished ones only when a mirrored parent lists them
+  as its children (a finished run without a row may be one deleted on purpose), so a run
+  started outside beluga that finishes within one poll interval is not listed.
 
 Writes are idempotent and monotonic: events are numbered by the translation (a pure fold, so a
 longer history never renumbers older events) and inserted with ``ignore_conflicts``; a copy
@@ -26,10 +26,14 @@ older than what is stored is ignored. Mirrored runs carry ``{"temporal": {...}}`
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +44,7 @@ from ...models import WorkflowEvent, WorkflowRun
 from ...options import Status
 from . import changes
 from .convert import literal, status_from_temporal
-from .translate import RunRecord
+from .translate import RunRecord, Tail
 
 if TYPE_CHECKING:
     from .executor import TemporalExecutor
@@ -122,13 +126,116 @@ def sync(
     workflow_id: str,
     run_id: str | None = None,
     create_closed: bool = True,
-) -> RunRecord:
-    """Copy one run (the latest with this id by default) from Temporal into the models."""
-    record = executor.fetch_record(workflow_id, run_id)
+    tails: Tails | None = None,
+    length: int = 0,
+) -> RunRecord | None:
+    """Copy one run (the latest with this id by default) from Temporal into the models.
+
+    With ``tails`` (the mirror loop's) and the run's history ``length``, a run read before is
+    read on from where it stopped — only the events Temporal appended since — and one with
+    nothing new is not read at all (None).
+    """
+    if tails is not None and run_id is not None:
+        tail = tails.get(workflow_id, run_id, executor)
+        if tail.read >= length and tail.record is not None:
+            return None  # nothing new since the last read
+        record = executor.fetch_tail(workflow_id, tail, length)
+        if record.state.status is not Status.RUNNING:
+            tails.drop(workflow_id, run_id)
+    else:
+        record = executor.fetch_record(workflow_id, run_id)
     if record.state.status is Status.RUNNING:
         _close_stale(executor, workflow_id, record.state.run_id)
     write(record, create_closed)
     return record
+
+
+class Tails:
+    """The history tails the mirror loop has read, per running run (bounded, LRU)."""
+
+    SIZE = 10_000
+
+    def __init__(self) -> None:
+        self.tails: OrderedDict[tuple[str, str], Tail] = OrderedDict()
+
+    def get(self, workflow_id: str, run_id: str, executor: TemporalExecutor) -> Tail:
+        key = (workflow_id, run_id)
+        tail = self.tails.pop(key, None)
+        if tail is None:
+            converter = executor.call(_converter)
+            tail = Tail(workflow_id, run_id, converter)
+        self.tails[key] = tail
+        while len(self.tails) > self.SIZE:
+            self.tails.popitem(last=False)
+        return tail
+
+    def drop(self, workflow_id: str, run_id: str) -> None:
+        self.tails.pop((workflow_id, run_id), None)
+
+
+async def _converter(client: Any) -> Any:
+    return client.data_converter
+
+
+class _Refresher(threading.Thread):
+    """A daemon thread copying runs into the models after a client started, signalled or
+    canceled them (a process exiting does not wait for it: the worker's mirror catches up)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="beluga-mirror-refresh", daemon=True)
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.queued: set[tuple[str, str | None]] = set()
+        self.lock = threading.Lock()
+
+    def add(self, executor: TemporalExecutor, key: tuple[str, str | None]) -> None:
+        with self.lock:
+            if key in self.queued:
+                return
+            self.queued.add(key)
+        self.jobs.put((executor, key))
+
+    def run(self) -> None:
+        while True:
+            executor, key = self.jobs.get()
+            if executor is None:
+                key.set()  # a barrier: see wait_for_refreshes
+                continue
+            with self.lock:
+                self.queued.discard(key)
+            try:
+                sync(executor, *key)
+            except Exception:
+                logger.warning("Could not mirror Temporal run %s yet", key[0], exc_info=True)
+            finally:
+                connections.close_all()  # this thread's own
+
+
+_refresher: _Refresher | None = None
+_refresher_pid = 0
+_refresher_lock = threading.Lock()
+
+
+def refresh_soon(executor: TemporalExecutor, workflow_id: str, run_id: str | None) -> None:
+    """:func:`sync` in this process's background thread; a run already waiting its turn is
+    not queued twice."""
+    global _refresher, _refresher_pid
+    with _refresher_lock:
+        if _refresher is None or _refresher_pid != os.getpid():
+            _refresher = _Refresher()
+            _refresher.start()
+            _refresher_pid = os.getpid()
+        refresher = _refresher
+    refresher.add(executor, (workflow_id, run_id))
+
+
+def wait_for_refreshes(timeout: float = 10.0) -> None:
+    """Block until the background refreshes queued so far are done (tests, deleting runs)."""
+    with _refresher_lock:
+        refresher = _refresher if _refresher_pid == os.getpid() else None
+    if refresher is not None:
+        done = threading.Event()
+        refresher.jobs.put((None, done))
+        done.wait(timeout)
 
 
 def _close_stale(executor: TemporalExecutor, workflow_id: str, run_id: str) -> None:
@@ -152,6 +259,7 @@ def _close_stale(executor: TemporalExecutor, workflow_id: str, run_id: str) -> N
 
 def forget(workflow_id: str) -> int:
     """Delete the mirrored rows of finished runs with this id (after deleting them in Temporal)."""
+    wait_for_refreshes()  # a refresh still queued must not bring them back
     rows = _mirrored(WorkflowRun.objects.filter(workflow_id=workflow_id)).exclude(
         status=Status.RUNNING.value
     )
@@ -175,6 +283,7 @@ class MirrorLoop(threading.Thread):
         self.full_every = full_every
         self.stopping = threading.Event()
         self.recheck: dict[tuple[str, str], int] = {}
+        self.tails = Tails()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -198,19 +307,20 @@ class MirrorLoop(threading.Thread):
         connections.close_all()
 
     def tick(self, since: datetime) -> None:
-        # Runs this worker just ran get a row even if they already finished (a child workflow
-        # may start and end between two ticks); others only while running (see ``write``).
-        ran_here = dict.fromkeys(changes.take(), True)
-        runs = {**dict.fromkeys(self.recheck, False), **dict.fromkeys(self.recent(since), False)}
-        for (workflow_id, run_id), create_closed in {**runs, **ran_here}.items():
+        runs = dict.fromkeys(changes.take())
+        runs.update(dict.fromkeys(self.recheck))
+        runs.update(dict.fromkeys(self.recent(since)))
+        for workflow_id, run_id in runs:
             if workflow_id:
-                self.sync_one(workflow_id, run_id, create_closed)
+                self.sync_one(workflow_id, run_id)
 
-    def sync_one(self, workflow_id: str, run_id: str, create_closed: bool = False) -> None:
+    def sync_one(self, workflow_id: str, run_id: str) -> None:
         key = (workflow_id, run_id)
         try:
-            busy = self.executor.has_pending_task(workflow_id, run_id)
-            sync(self.executor, workflow_id, run_id, create_closed=create_closed)
+            busy, length = self.executor.progress(workflow_id, run_id)
+            record = sync(self.executor, workflow_id, run_id, False, self.tails, length)
+            if record is not None:
+                self.sync_children(record)
         except WorkflowNotFoundError:
             # Left as it is: a worker pointed at the wrong cluster must not wipe the mirror.
             logger.warning("Temporal has no run %s of %r; its rows are kept", run_id, workflow_id)
@@ -219,6 +329,23 @@ class MirrorLoop(threading.Thread):
         tries = self.recheck.pop(key, 0)
         if busy and tries < self.RECHECKS:
             self.recheck[key] = tries + 1  # its history is about to grow: look again
+
+    def sync_children(self, record: RunRecord) -> None:
+        """A parent's children get rows even if they finished between two ticks (a run that
+        is not running gets a row only when something points at it)."""
+        run_ids = {c["run_id"]: c["id"] for c in record.state.children if c.get("run_id")}
+        if not run_ids:
+            return
+        known = {
+            str(r)
+            for r in WorkflowRun.objects.filter(run_id__in=[_uuid(r) for r in run_ids]).values_list(
+                "run_id", flat=True
+            )
+        }
+        for run_id, child_id in run_ids.items():
+            if run_id not in known:
+                with contextlib.suppress(WorkflowNotFoundError):
+                    sync(self.executor, child_id, run_id, create_closed=True)
 
     def recent(self, since: datetime) -> list[tuple[str, str]]:
         """Runs on our task queue that visibility shows started or closed since ``since``."""

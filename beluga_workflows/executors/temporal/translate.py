@@ -412,3 +412,25 @@ def translate(
     for event in events:
         reader.read(event)
     return reader.record()
+
+
+class Tail:
+    """Where a reader of one run's Temporal history stopped, to read on from there.
+
+    Temporal's history API hands a page token back when asked to wait for new events; kept
+    with the fold's state, the next read returns only the events appended since, so a mirror
+    keeping a run up to date reads each event once instead of the whole history each time.
+    """
+
+    def __init__(self, workflow_id: str, run_id: str, converter: DataConverter) -> None:
+        self.reader = _Reader(workflow_id, run_id, converter)
+        self.token = b""
+        self.read = 0  # Temporal events folded so far
+        self.record: RunRecord | None = None
+
+    def fold(self, events: list[TemporalEvent]) -> RunRecord:
+        for event in events:
+            self.reader.read(event)
+        self.read += len(events)
+        self.record = self.reader.record()
+        return self.record

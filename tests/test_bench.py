@@ -1,0 +1,54 @@
+"""The benchmark scripts keep working: `make bench` at a smoke size, against real processes.
+
+The figures of a smoke run mean nothing and nothing here asserts on speed; what is checked is
+that every comparison ran and produced its table (ours, DBOS, raw Celery, Temporal, parked).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tests import harness
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.temporal]
+
+
+def test_make_bench_runs_every_comparison_at_a_smoke_size(tmp_path: Path) -> None:
+    from django.db import connection
+
+    out = tmp_path / "results.md"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": harness.database_url(connection.settings_dict),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PYTHONPATH": str(harness.REPO_ROOT),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--no-chart", "--out", str(out)],
+        cwd=harness.REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    text = out.read_text()
+    for heading in (
+        "## Ours against DBOS and raw Celery",
+        "## Our Temporal executor beside plain Temporal SDK code",
+        "### What starting and signalling cost the caller",
+        "## Runs parked on a signal",
+    ):
+        assert heading in text
+    versus: list[Any] = [line for line in text.splitlines() if line.startswith("| W3")]
+    assert len(versus) == 1 and versus[0].count("|") == 7  # ours ×2, DBOS, raw Celery, ratio
+    assert "temporal-sdk" in text and "resuming one of 60 parked runs" in text
