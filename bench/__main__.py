@@ -83,6 +83,17 @@ def machine() -> str:
         f"{platform.python_version()}"  # fmt: skip
 
 
+def _safe(url: str) -> str:
+    """A service URL without its password (the results are committed)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
 def versus_rows(results: dict[str, Any]) -> list[list[Any]]:
     """One row per workload: ours (threads), ours (prefork), DBOS, raw Celery, ratios."""
     threads = results["versus_threads"]["figures"]
@@ -181,7 +192,7 @@ def draw(results: dict[str, Any], chart: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = versus_rows(results)
-    labels = ["W3 throughput\n(higher is better)", "signal → result\np50", "signal → result\np90",
+    labels = ["W3 throughput", "signal → result\np50", "signal → result\np90",
               "per step,\nlong run", "per step,\nshort run"]  # fmt: skip
     # Every bar is "how many times better than DBOS": throughput as is, times inverted.
     better = [rows[0][-1]] + [1 / r[-1] for r in rows[1:]]
