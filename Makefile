@@ -44,8 +44,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 check: $(STAMP)
-	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(TEST_DATA_DIR)}" $(PY) manage.py check
-	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(TEST_DATA_DIR)}" $(PY) manage.py makemigrations --check --dry-run
+	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(TEST_DATA_DIR)}" DJANGO_SETTINGS_MODULE=project.settings_test $(PY) manage.py check
+	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(TEST_DATA_DIR)}" DJANGO_SETTINGS_MODULE=project.settings_test $(PY) manage.py makemigrations --check --dry-run
 
 # Debian's Chromium for the Playwright admin tests. Never fails the build: without it the
 # browser tests fail loudly (they do not skip), which says what is missing.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ def setup_django() -> None:
     """Configure Django from the environment (``DATABASE_URL``, ``CELERY_BROKER_URL``) and
     migrate. Without those variables the demo settings start the embedded services instead."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + secrets.token_urlsafe(48))
     os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
     import django
 

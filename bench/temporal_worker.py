@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import os
+import secrets
 import signal
 from typing import Any
 
@@ -89,6 +90,7 @@ def main() -> None:
         asyncio.run(run_sdk_worker(host, task_queue, args.concurrency))
         return
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-" + secrets.token_urlsafe(48))
     import django
 
     django.setup()

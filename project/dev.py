@@ -36,6 +36,8 @@ WORKER_STOP_TIMEOUT = 30
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    # The demo on your own machine: debug pages on (deployments keep them off, the default).
+    os.environ.setdefault("DJANGO_DEBUG", "1")
     import django
 
     django.setup()

@@ -8,8 +8,12 @@ Everything deployment-specific comes from the environment:
 - `BELUGA_EXECUTOR` (`default` or `temporal`), `BELUGA_TEMPORAL_HOST`,
   `BELUGA_TEMPORAL_NAMESPACE`, `BELUGA_TEMPORAL_TASK_QUEUE`, `BELUGA_POLL_INTERVAL`,
   `BELUGA_REDISPATCH_AFTER`, `BELUGA_CACHE_SIZE`.
-- `DJANGO_DEBUG`, `DJANGO_SECRET_KEY`, `DJANGO_ALLOWED_HOSTS`, `DJANGO_CSRF_TRUSTED_ORIGINS`,
-  `DJANGO_LOG_LEVEL`.
+- `DJANGO_DEBUG` (off unless set; `make run` turns it on for the demo), `DJANGO_SECRET_KEY`
+  (required with a real `DATABASE_URL` and `DEBUG` off; on this checkout's embedded services or
+  with `DEBUG` on, a key is generated once and kept in the data directory),
+  `DJANGO_ALLOWED_HOSTS`, `DJANGO_CSRF_TRUSTED_ORIGINS`, `DJANGO_LOG_LEVEL`.
+
+`project/settings_production.py` is an example for a real deployment (`check --deploy` clean).
 """
 
 import os
@@ -33,10 +37,37 @@ def _env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-DEBUG = _env_bool("DJANGO_DEBUG", True)  # a demo project: debug unless told otherwise
-SECRET_KEY = os.environ.get(
-    "DJANGO_SECRET_KEY", "django-insecure-beluga-demo-key-do-not-use-in-production"
-)
+DEBUG = _env_bool("DJANGO_DEBUG", False)
+
+
+def _secret_key() -> str:
+    key = os.environ.get("DJANGO_SECRET_KEY", "")
+    if key:
+        return key
+    if not DEBUG and os.environ.get("DATABASE_URL"):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            'Set DJANGO_SECRET_KEY (for example from `python -c "from django.core.management.'
+            'utils import get_random_secret_key as k; print(k())"`): DEBUG is off and the '
+            "database is a real one, and a deployment must not run with a made-up key."
+        )
+    # Local use only (debug on, or the embedded services of this checkout): one random key
+    # per checkout, kept beside the embedded services' data.
+    path = embedded.default_data_dir() / "secret-key.txt"
+    if not path.exists():
+        from django.core.management.utils import get_random_secret_key
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(get_random_secret_key())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+# Debug pages (DEBUG on) hide settings whose names say they are secrets; ours also hides
+# connection URLs, which carry passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "project.security.ExceptionReporterFilter"
 ALLOWED_HOSTS = _env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = _env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
