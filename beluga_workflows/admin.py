@@ -283,6 +283,8 @@ class WorkflowRunAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
+        # The buttons act on runs their user can see: `view` as well as `signal`/`cancel`.
+        require(request.user, Operation.VIEW)
         run = self.get_object(request, unquote(object_id))
         if run is None:
             raise Http404(f"No workflow run with primary key {object_id!r}.")

@@ -54,6 +54,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="beluga_workflows.E004",
             )
         )
+    limit = beluga_settings.MAX_PAYLOAD_BYTES
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        errors.append(
+            Error(
+                f"BELUGA_WORKFLOWS['MAX_PAYLOAD_BYTES'] must be a positive whole number of "
+                f"bytes or None, not {limit!r}.",
+                hint=f"The default is {DEFAULTS['MAX_PAYLOAD_BYTES']} (1 MiB); None: no limit.",
+                id="beluga_workflows.E007",
+            )
+        )
     temporal = beluga_settings.TEMPORAL
     if not isinstance(temporal, dict) or not all(
         isinstance(temporal.get(k), str) and temporal.get(k)

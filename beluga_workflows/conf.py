@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds ``runworker`` keeps a database connection across tasks (None: as the project's
     # CONN_MAX_AGE says). Celery would otherwise open a new one for every task.
     "WORKER_CONN_MAX_AGE": 300,
+    # Largest run input, signal payload or activity result accepted, in bytes of JSON (None:
+    # no limit). Every value is stored in the history, often more than once.
+    "MAX_PAYLOAD_BYTES": 1_048_576,
 }
 
 

@@ -135,15 +135,34 @@ class ExecutorNotFoundError(WorkflowError):
 
 
 class InvalidPayloadError(WorkflowError, TypeError):
-    """A workflow input, result, activity input/result or signal payload is not JSON."""
+    """A workflow input, result, activity input/result or signal payload is not JSON (or
+    JSON that cannot be stored: a NUL character, a lone surrogate, too deep, too big)."""
 
-    def __init__(self, what: str, path: str, value: Any) -> None:
+    def __init__(self, what: str, path: str, value: Any, reason: str = "") -> None:
         self.what = what
-        self.path = path
+        self.path = path = path if len(path) <= 120 else path[:117] + "..."
         super().__init__(
-            f"{what} must be JSON (dict, list, str, int, float, bool, None); "
+            f"{what} {reason} at {path}."
+            if reason
+            else f"{what} must be JSON (dict, list, str, int, float, bool, None); "
             f"found {type(value).__name__} at {path}."
         )
+
+
+class PayloadTooLargeError(InvalidPayloadError):
+    """A payload larger than ``BELUGA_WORKFLOWS["MAX_PAYLOAD_BYTES"]``."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        WorkflowError.__init__(
+            self,
+            f"{what} is {size:,} bytes as JSON; the limit is {limit:,} "
+            "(BELUGA_WORKFLOWS['MAX_PAYLOAD_BYTES']). Store large data elsewhere and pass a "
+            "reference.",
+        )
+        self.what = what
+        self.path = "$"
 
 
 class QueryError(WorkflowError):

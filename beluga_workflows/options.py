@@ -7,6 +7,7 @@ shared between threads and compared in tests.
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,16 +19,27 @@ Duration = timedelta | float | int
 #: Activity attempt timeout used when a workflow does not give one.
 DEFAULT_ACTIVITY_TIMEOUT = timedelta(minutes=5)
 
+#: The longest duration anything may take (a timeout, a sleep): past it dates overflow.
+MAX_DURATION = timedelta(days=36_500)
+
 
 def to_timedelta(value: Duration | None, what: str) -> timedelta | None:
-    """Accept a timedelta or a number of seconds; refuse anything else or negatives."""
+    """Accept a timedelta or a number of seconds; refuse anything else, negatives, and more
+    than :data:`MAX_DURATION` (100 years)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
         raise TypeError(f"{what} must be a timedelta or a number of seconds, not {value!r}.")
-    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}.")
+    try:
+        delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    except OverflowError:
+        delta = timedelta.max
     if delta < timedelta(0):
         raise ValueError(f"{what} must not be negative (got {delta}).")
+    if delta > MAX_DURATION:
+        raise ValueError(f"{what} must be at most 100 years ({MAX_DURATION.total_seconds():.0f}s).")
     return delta
 
 
@@ -142,6 +154,26 @@ def build_activity_options(options: tuple[Any, ...]) -> ActivityOptions:
     return opts
 
 
+def check_workflow_id(workflow_id: str) -> str:
+    """A workflow id every entry point can address: REST paths, the admin, the CLI."""
+    if len(workflow_id) > 255:
+        raise ValueError("A workflow id must be at most 255 characters.")
+    if "/" in workflow_id or "\x00" in workflow_id:
+        raise ValueError(
+            f"A workflow id must not contain '/' or a NUL character: {workflow_id[:60]!r}."
+        )
+    if workflow_id != workflow_id.strip() or not workflow_id.isprintable():
+        raise ValueError(
+            "A workflow id must be printable, without leading or trailing spaces: "
+            f"{workflow_id[:60]!r}."
+        )
+    try:
+        workflow_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("A workflow id must be valid Unicode.") from None
+    return workflow_id
+
+
 class ParentClosePolicy(enum.StrEnum):
     """What happens to a running child workflow when its parent is canceled or closes."""
 
@@ -164,8 +196,8 @@ class WorkflowOptions:
     def __post_init__(self) -> None:
         if self.id is not None and not isinstance(self.id, str):
             raise TypeError(f"WorkflowOptions.id must be a string, not {self.id!r}.")
-        if self.id is not None and len(self.id) > 255:
-            raise ValueError("WorkflowOptions.id must be at most 255 characters.")
+        if self.id is not None:
+            check_workflow_id(self.id)
         object.__setattr__(self, "timeout", to_timedelta(self.timeout, "WorkflowOptions.timeout"))
         try:
             policy = ParentClosePolicy(self.parent_close_policy)

@@ -82,6 +82,8 @@ def test_local_functions_are_refused_as_workflows():
         ({"CACHE_SIZE": -1}, "beluga_workflows.E004"),
         ({"TEMPORAL": {"HOST": ""}}, "beluga_workflows.E005"),
         ({"POLL_INTERVALL": 1}, "beluga_workflows.E001"),
+        ({"MAX_PAYLOAD_BYTES": "1MB"}, "beluga_workflows.E007"),
+        ({"MAX_PAYLOAD_BYTES": 0}, "beluga_workflows.E007"),
     ],
 )
 def test_bad_settings_are_reported_by_check(settings, override, check_id):

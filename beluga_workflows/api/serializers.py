@@ -16,7 +16,7 @@ from rest_framework import serializers
 
 from .. import registry
 from ..history import EventType
-from ..options import Status
+from ..options import MAX_DURATION, Status, check_workflow_id
 
 STATUS_CHOICES = [s.value for s in Status]
 
@@ -113,9 +113,26 @@ class StartSerializer(serializers.Serializer):
             f"{', '.join(names) or 'none'}."
         )
 
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("timeout"), bool):
+            raise serializers.ValidationError({"timeout": ["Must be a number of seconds."]})
+        return super().to_internal_value(data)
+
+    def validate_id(self, value: str | None) -> str | None:
+        if value:
+            try:
+                check_workflow_id(value)
+            except ValueError as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return value
+
     def validate_timeout(self, value: float | None) -> float | None:
         if value is not None and (not math.isfinite(value) or value <= 0):
             raise serializers.ValidationError("Must be a positive number of seconds.")
+        if value is not None and value > MAX_DURATION.total_seconds():
+            raise serializers.ValidationError(
+                f"Must be at most {MAX_DURATION.total_seconds():.0f} seconds (100 years)."
+            )
         return value
 
 

@@ -32,6 +32,7 @@ from rest_framework.settings import api_settings
 
 from ..errors import (
     InvalidPayloadError,
+    PayloadTooLargeError,
     QueryError,
     WorkflowAlreadyStartedError,
     WorkflowClosedError,
@@ -44,7 +45,39 @@ from ..models import WorkflowRun
 from ..options import Signal, Status, WorkflowOptions
 from . import serializers as s
 from .filters import ApprovalFilter, RunFilter
-from .permissions import Operation, WorkflowPermission, sender_name
+from .permissions import Operation, WorkflowPermission, allowed, sender_name
+
+
+class SafeJSONParser(JSONParser):
+    """JSON bodies; a body nested too deep for the parser is a 400, not a server error."""
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - the body is nested too deep.") from None
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The payload is too large."
+    default_code = "payload_too_large"
+
+
+def _payload_error(field: str, exc: InvalidPayloadError) -> exceptions.APIException:
+    """A value the engine refused: 413 when too large, else a 400 naming the field."""
+    if isinstance(exc, PayloadTooLargeError):
+        return PayloadTooLarge({field: [str(exc)]})
+    return exceptions.ValidationError({field: [str(exc)]})
+
+
+def _addressable(value: str) -> bool:
+    """Whether an id or query name taken from a URL can exist at all (no NUL, valid text)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value and len(value) <= 255
 
 
 class Conflict(exceptions.APIException):
@@ -131,7 +164,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
     permission_classes = [WorkflowPermission]
     # JSON only: a form-encoded `payload=true` would arrive as the string "true", and the
     # tutorial workflow would read that as a rejection.
-    parser_classes = [JSONParser]
+    parser_classes = [SafeJSONParser]
     lookup_field = "workflow_id"
     lookup_url_kwarg = "id"
     # Workflow ids are free text: allow dots (``report.v2``), anything but a slash.
@@ -146,7 +179,25 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         "cancel": Operation.CANCEL,
     }
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        if "id" in kwargs and not _addressable(kwargs["id"]):
+            raise exceptions.NotFound("No workflow run has such an id.")
+        if "query_type" in kwargs and not _addressable(kwargs["query_type"]):
+            raise exceptions.ValidationError({"query_type": ["Not a valid query name."]})
+
+    def outcome(self, state: Any) -> dict[str, Any]:
+        """The run after a start, signal or cancel: all of it for users who may view runs;
+        only its id, run id and status for the others (a write permission reads nothing)."""
+        data = s.RunSerializer(state).data
+        if allowed(self.request.user, Operation.VIEW):
+            return dict(data)
+        return {key: data[key] for key in ("id", "run_id", "status")}
+
     def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, WorkflowClosedError) and not allowed(self.request.user, Operation.VIEW):
+            # Without `view`, a finished run and an unknown id look the same.
+            exc = WorkflowNotFoundError(exc.workflow_id)
         if isinstance(exc, WorkflowNotFoundError):
             exc = exceptions.NotFound(str(exc))
         elif isinstance(exc, WorkflowAlreadyStartedError | WorkflowClosedError):
@@ -199,11 +250,11 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         try:
             handle = executor.start(data["workflow"], options)
         except InvalidPayloadError as exc:
-            raise exceptions.ValidationError({"input": [str(exc)]}) from exc
+            raise _payload_error("input", exc) from exc
         except WorkflowNameError as exc:  # unregistered between validation and start
             raise exceptions.ValidationError({"workflow": [str(exc)]}) from exc
         state = executor.describe(handle.id)
-        return Response(s.RunSerializer(state).data, status=status.HTTP_201_CREATED)
+        return Response(self.outcome(state), status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="Describe a run",
@@ -260,9 +311,9 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         try:
             executor.signal(id, sig)
         except InvalidPayloadError as exc:
-            raise exceptions.ValidationError({"payload": [str(exc)]}) from exc
+            raise _payload_error("payload", exc) from exc
         state = executor.describe(id)
-        return Response(s.RunSerializer(state).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.outcome(state), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         summary="Query a run",
@@ -307,7 +358,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         executor = get_executor()
         executor.cancel(id, sender=sender_name(request.user))
         state = executor.describe(id)
-        return Response(s.RunSerializer(state).data, status=status.HTTP_202_ACCEPTED)
+        return Response(self.outcome(state), status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(

@@ -22,7 +22,7 @@ from .. import registry
 from ..activity import ActivityContext, call_activity
 from ..errors import ActivityTimeoutError, InvalidPayloadError
 from ..models import ActivityTask
-from ..serialization import ensure_json
+from ..serialization import ensure_json, ensure_size
 from . import eager, locks, sql, steps
 from .store import with_reconnect
 
@@ -129,7 +129,8 @@ def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
         try:
             fn = registry.resolve(task.reference)
             result = call_activity(fn, ctx, task.input)
-            box["result"] = ensure_json(result, f"Result of activity {task.name!r}")
+            what = f"Result of activity {task.name!r}"
+            box["result"] = ensure_size(ensure_json(result, what), what)
         except InvalidPayloadError as exc:
             box["error"], box["retryable"] = error_info(exc), False
         except BaseException as exc:  # the user's activity failed

@@ -23,7 +23,7 @@ from ..errors import WorkflowAlreadyStartedError
 from ..history import EventType
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import ParentClosePolicy, Signal, Status
-from ..serialization import ensure_json
+from ..serialization import ensure_json, ensure_size
 from . import dispatch, sql
 from .store import Appender, lock_run, lock_running
 
@@ -37,7 +37,7 @@ def start(
 ) -> WorkflowRun:
     """Create a run and ask a worker to take its first step."""
     registry.resolve(workflow_name, reference)  # fail here, not in a worker, on a bad name
-    ensure_json(input, f"Input of workflow {workflow_name!r}")
+    ensure_size(ensure_json(input, f"Input of workflow {workflow_name!r}"), "The input")
     now = timezone.now()
     return create_run(  # one statement: in autocommit mode, no transaction to open or close
         workflow_name,
@@ -122,7 +122,7 @@ def signal(workflow_id: str, sig: Signal) -> WorkflowRun:
     """Record a signal in the run's history (its durable inbox) and nudge a worker."""
     if not isinstance(sig.name, str) or not sig.name:
         raise ValueError("A signal needs a non-empty name.")
-    ensure_json(sig.payload, f"Payload of signal {sig.name!r}")
+    ensure_size(ensure_json(sig.payload, f"Payload of signal {sig.name!r}"), "The payload")
     with transaction.atomic():
         run = lock_running(workflow_id, f"signal {sig.name!r} to")
         appender = Appender(run)

@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from ... import registry
 from ...activity import ActivityContext, call_activity
 from ...errors import InvalidPayloadError
-from ...serialization import ensure_json
+from ...serialization import ensure_json, ensure_size
 
 
 @activity.defn(dynamic=True, no_thread_cancel_exception=True)
@@ -47,7 +47,8 @@ def beluga_activity(args: Sequence[RawValue]) -> Any:
     try:
         fn = registry.resolve(info.activity_type)
         result = call_activity(fn, ctx, spec.get("input"))
-        return ensure_json(result, f"Result of activity {spec.get('name', info.activity_type)!r}")
+        what = f"Result of activity {spec.get('name', info.activity_type)!r}"
+        return ensure_size(ensure_json(result, what), what)
     except InvalidPayloadError as exc:
         raise ApplicationError(
             str(exc), {"attempt": info.attempt}, type=type(exc).__name__, non_retryable=True

@@ -34,7 +34,7 @@ from ...errors import (
 )
 from ...history import HistoryEvent
 from ...options import Config, Signal, Status, WorkflowOptions, to_timedelta
-from ...serialization import ensure_json
+from ...serialization import ensure_json, ensure_size
 from ..base import DurableExecutor, WorkflowHandle, WorkflowState, raise_for_outcome
 from . import client as temporal_client
 from . import convert
@@ -134,7 +134,7 @@ class TemporalExecutor(DurableExecutor):
     # -- starting --------------------------------------------------------------------------
     def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
         name, reference = registry.workflow_name(fn), registry.reference(fn)
-        ensure_json(options.input, f"Input of workflow {name!r}")
+        ensure_size(ensure_json(options.input, f"Input of workflow {name!r}"), "The input")
         workflow_id = options.id or str(uuid.uuid4())
         timeout = to_timedelta(options.timeout, "WorkflowOptions.timeout")
 
@@ -162,7 +162,9 @@ class TemporalExecutor(DurableExecutor):
     def signal(self, workflow_id: str, signal: Signal) -> None:
         if not isinstance(signal.name, str) or not signal.name:
             raise ValueError("A signal needs a non-empty name.")
-        ensure_json(signal.payload, f"Payload of signal {signal.name!r}")
+        ensure_size(
+            ensure_json(signal.payload, f"Payload of signal {signal.name!r}"), "The payload"
+        )
 
         async def send(client: Client) -> None:
             handle = client.get_workflow_handle(workflow_id)

@@ -19,7 +19,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import registry, timeline
-from ...api.permissions import Operation, require, sender_name
+from ...api.permissions import Operation, allowed, require, sender_name
 from ...errors import (
     InvalidPayloadError,
     WorkflowAlreadyStartedError,
@@ -159,6 +159,9 @@ class Command(BaseCommand):
         action = options["action"]
         self.as_json = options["json"]
         user = self._user(options["user"])
+        # As in the REST API: a user without `view` learns only a run's id, run id and status,
+        # and cannot tell a finished run from an unknown id.
+        self.may_view = user is None or allowed(user, Operation.VIEW)
         try:
             if user is not None:
                 require(user, OPERATIONS.get(action, Operation.VIEW))
@@ -166,9 +169,15 @@ class Command(BaseCommand):
             getattr(self, f"do_{action}")(options)
         except PermissionDenied as exc:
             raise CommandError(str(exc), returncode=EXIT_FORBIDDEN) from exc
+        except WorkflowClosedError as exc:
+            if not self.may_view:
+                raise CommandError(
+                    str(WorkflowNotFoundError(exc.workflow_id)), returncode=EXIT_NOT_FOUND
+                ) from exc
+            raise CommandError(str(exc), returncode=EXIT_CONFLICT) from exc
         except WorkflowNotFoundError as exc:
             raise CommandError(str(exc), returncode=EXIT_NOT_FOUND) from exc
-        except (WorkflowAlreadyStartedError, WorkflowClosedError) as exc:
+        except WorkflowAlreadyStartedError as exc:
             raise CommandError(str(exc), returncode=EXIT_CONFLICT) from exc
         except (WorkflowNameError, InvalidPayloadError, ValueError, TypeError) as exc:
             raise CommandError(str(exc), returncode=EXIT_USAGE) from exc
@@ -296,10 +305,18 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
     def _state(self, state: WorkflowState) -> None:
-        if self.as_json:
-            self._json(state.to_json())
-            return
         data = state.to_json()
+        if not self.may_view:
+            data = {key: data[key] for key in ("id", "run_id", "status")}
+            if self.as_json:
+                self._json(data)
+            else:
+                for key, value in data.items():
+                    self.stdout.write(f"{key + ':':<18}{value}")
+            return
+        if self.as_json:
+            self._json(data)
+            return
         for key in (
             "id",
             "run_id",
