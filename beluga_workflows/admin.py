@@ -68,8 +68,22 @@ class WaitingFilter(admin.SimpleListFilter):
         return running.filter(waiting_for__startswith=f"{value}:")
 
 
+# Characters of one value (an input, a result, an event's data) shown on a run page: a large
+# payload appears several times in a history, and the page must stay small.
+SHOWN_CHARS = 10_000
+
+
+def _shown(text: str) -> str:
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return (
+        f"{text[:SHOWN_CHARS]}\n… ({len(text):,} characters in all: the REST API and "
+        "`manage.py workflow describe` / `history` show the whole value)"
+    )
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return _shown(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def _when(value: Any) -> str:
@@ -178,7 +192,7 @@ class WorkflowRunAdmin(admin.ModelAdmin):
             "run": run,
             "input_json": _json(run.input),
             # A text result (a report, say) reads better as text than as a JSON string.
-            "result_json": run.result if isinstance(run.result, str) else _json(run.result),
+            "result_json": _shown(run.result) if isinstance(run.result, str) else _json(run.result),
             "error_json": _json(run.error),
             "entries": [
                 {

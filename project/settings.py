@@ -166,6 +166,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Start, signal, query and cancel durable workflow runs.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema names every registered workflow: signed-in users only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Swagger UI and Redoc from drf-spectacular-sidecar's static files, not from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

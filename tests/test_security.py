@@ -15,6 +15,7 @@ import pytest
 from django.test import Client
 
 from tests import harness
+from tests.api_fixtures import users_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.django_db, pytest.mark.core]
 
@@ -74,9 +75,45 @@ def test_oversized_forms_and_unknown_urls_answer_without_details() -> None:
     assert b"URLconf" not in missing.content and b"api/" not in missing.content
 
 
-def test_debug_pages_are_only_for_the_demo(settings: Any) -> None:
-    assert settings.DEBUG is False
-    from project import dev
+def test_schema_and_docs_are_for_signed_in_users_and_load_nothing_from_elsewhere(
+    users: dict[str, Any],
+) -> None:
+    anonymous = Client()
+    schema = anonymous.get("/api/schema/")
+    assert schema.status_code == 401 and schema["WWW-Authenticate"] == "Token"
+    assert b"api_echo" not in schema.content
+    for page in ("/api/docs/", "/api/redoc/"):
+        refused = anonymous.get(page)
+        assert refused.status_code == 302 and refused["Location"].startswith("/api-auth/login/")
 
-    source = open(dev.__file__).read()
-    assert 'os.environ.setdefault("DJANGO_DEBUG", "1")' in source
+    viewer = Client()
+    viewer.force_login(users["viewer"])
+    assert b"api_echo" in viewer.get("/api/schema/").content
+    for page in ("/api/docs/", "/api/redoc/"):
+        html = viewer.get(page).content.decode()
+        assert "http://" not in html and "https://" not in html, page
+
+
+def test_api_root_answers_anonymous_clients_401(users: dict[str, Any]) -> None:
+    root = Client().get("/api/")
+    assert root.status_code == 401 and root["WWW-Authenticate"] == "Token"
+    viewer = Client()
+    viewer.force_login(users["viewer"])
+    assert (
+        viewer.get("/api/", HTTP_ACCEPT="application/json")
+        .json()["workflows"]
+        .endswith("/api/workflows/")
+    )
+
+
+def test_a_run_page_stays_small_with_a_large_input(users: dict[str, Any]) -> None:
+    from tests.api_fixtures import start
+
+    run = start("api_echo", "big-1", {"blob": "x" * 900_000})
+    admin = Client()
+    admin.force_login(users["admin"])
+    page = admin.get(f"/admin/beluga_workflows/workflowrun/{run.pk}/change/")
+    assert page.status_code == 200
+    # The value appears four times in the history (input, started, completed, result).
+    assert len(page.content) < 200_000
+    assert "characters in all" in page.content.decode()

@@ -4,13 +4,22 @@
 ``cancel/``) and ``approvals/``, under a browsable API root.
 """
 
-from rest_framework.routers import DefaultRouter
+from rest_framework.routers import APIRootView, DefaultRouter
 
-from .views import ApprovalViewSet, WorkflowViewSet
+from .views import ApprovalViewSet, AuthenticateHeaderMixin, WorkflowViewSet
+
+
+class RootView(AuthenticateHeaderMixin, APIRootView):
+    """The API root, answering anonymous clients 401 like every endpoint under it."""
+
+
+class Router(DefaultRouter):
+    APIRootView = RootView
+
 
 app_name = "beluga_workflows_api"
 
-router = DefaultRouter()
+router = Router()
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("approvals", ApprovalViewSet, basename="approval")
 
