@@ -87,6 +87,7 @@ def test_activity_timeout_is_enforced_per_attempt(worker, executor, counter_dir)
     with pytest.raises(workflow.WorkflowFailedError) as failure:
         handle.result(timeout=25)
     assert failure.value.cause.cause_type == "ActivityTimeoutError"
+    assert "within its 1s timeout" in failure.value.cause.cause_message  # as configured
     assert time.monotonic() - began < 15
     assert run_count(counter_dir, "slow") == 2
 
@@ -273,6 +274,26 @@ def test_a_dropped_database_connection_loses_no_result_and_reruns_nothing(
         assert cursor.fetchone()[0] >= 1
     assert handle.result(timeout=30) == ["slept 1.5", "slept 1.5"]
     assert run_count(counter_dir, "sleepy") == 2
+
+
+def test_a_dropped_connection_never_lets_a_running_activity_start_again(
+    worker, executor, counter_dir
+):
+    """The advisory lock of a running attempt dies with its connection; the attempt renews
+    its lease and takes the lock again, so the sweeper (REDISPATCH_AFTER = 2 s here) never
+    sends a second copy of an activity that is still running."""
+    from django.db import connection
+
+    handle = start(executor, wf.long_activity, 6)
+    wait_until(lambda: run_count(counter_dir, "sleepy") == 1, 20, message="activity started")
+    time.sleep(0.5)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    assert handle.result(timeout=30) == "slept 6"
+    assert run_count(counter_dir, "sleepy") == 1
 
 
 @pytest.mark.broker

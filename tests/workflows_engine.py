@@ -94,6 +94,11 @@ def sleepy_pair(ctx, seconds):
     return [ctx.execute_activity(sleepy, seconds) for _ in range(2)]
 
 
+@workflow.defn(name="engine_long_activity")
+def long_activity(ctx, seconds):
+    return ctx.execute_activity(sleepy, seconds, workflow.with_activity_timeout(timedelta(seconds=60)))
+
+
 @workflow.defn(name="engine_timeout")
 def activity_timeout(ctx, seconds):
     return ctx.execute_activity(

@@ -6,22 +6,32 @@ worker died" without a write per attempt; a duplicate delivery finds the lock ta
 stops. The activity itself runs in its own thread so the attempt timeout holds even when the
 code never returns: the attempt is recorded as timed out and the thread's late result is
 ignored (``ActivityContext.is_cancelled()`` turns true for it).
+
+A connection can die while its worker lives (a database restart, a terminated backend), and
+the lock with it. So an attempt running longer than a third of ``REDISPATCH_AFTER`` renews a
+lease every third: it moves the task's ``dispatched_at`` forward (the sweeper sends an attempt
+again only when that is older than ``REDISPATCH_AFTER`` *and* the lock is free) and, on a new
+connection, takes the lock again. A live attempt is never sent again while its worker can
+reach the database at least once per ``REDISPATCH_AFTER``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 
 from .. import registry
 from ..activity import ActivityContext, call_activity
+from ..conf import beluga_settings
 from ..errors import ActivityTimeoutError, InvalidPayloadError
 from ..models import ActivityTask
+from ..options import ActivityOptions
 from ..serialization import ensure_json, ensure_size
 from . import eager, locks, sql, steps
 from .store import with_reconnect
@@ -68,7 +78,10 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
             )
             with_reconnect(steps.finish_activity, task_pk, attempt, error=error_info(timeout))
             return
+        epoch = locks.epoch()
         outcome = _execute(task, (task.deadline - now).total_seconds())
+        if locks.epoch() != epoch:
+            previous = None  # its connection died while the activity ran, and the lock with it
         if previous is not None and "error" not in outcome:
             released, previous = previous, None
             locks.released()  # by the statement that records this outcome
@@ -107,6 +120,40 @@ def attempt_is_current(task_pk: int, attempt: int) -> bool:
     ).exists()
 
 
+def renew_lease(task_pk: int, attempt: int) -> None:
+    """Tell the sweeper this attempt is alive, and hold its lock again if the connection
+    holding it died. Never raises: a database out of reach is tried again next time."""
+    try:
+        if locks.held():
+            try:
+                _touch(task_pk, attempt)
+                return
+            except DatabaseError:
+                logger.warning("Lost the database connection while an activity ran; reconnecting")
+                connection.close()
+                locks.forget()
+        _touch(task_pk, attempt, relock=True)
+    except DatabaseError:
+        logger.warning("Could not renew the lease of activity task %s", task_pk, exc_info=True)
+
+
+def _touch(task_pk: int, attempt: int, relock: bool = False) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {ActivityTask._meta.db_table} SET dispatched_at = now() "
+            "WHERE id = %s AND attempt = %s AND state = %s",
+            [task_pk, attempt, str(ActivityTask.State.SCHEDULED)],
+        )
+        if not relock:
+            return
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [locks.key(task_pk)])
+        if cursor.fetchone()[0]:
+            locks.taken()
+            logger.info("Holding the lock of activity task %s again", task_pk)
+        else:  # a copy started in the moment the lock was free; the first outcome counts
+            logger.warning("Activity task %s is running elsewhere too", task_pk)
+
+
 def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
     timed_out = threading.Event()
 
@@ -140,11 +187,19 @@ def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
 
     thread = threading.Thread(target=target, name=f"activity-{task.pk}", daemon=True)
     thread.start()
-    thread.join(seconds)
+    ends = time.monotonic() + seconds
+    every = max(float(beluga_settings.REDISPATCH_AFTER) / 3, 0.1)
+    while True:
+        thread.join(min(every, max(ends - time.monotonic(), 0)))
+        if not thread.is_alive() or time.monotonic() >= ends:
+            break
+        renew_lease(task.pk, task.attempt)
     if thread.is_alive():
         timed_out.set()
+        configured = ActivityOptions.from_json(task.options).timeout.total_seconds()
         timeout = ActivityTimeoutError(
-            f"Attempt {task.attempt} of {task.name!r} ran past its {seconds:.3g}s timeout."
+            f"Attempt {task.attempt} of {task.name!r} did not finish within its "
+            f"{configured:g}s timeout."
         )
         return {"error": error_info(timeout)}
     if "error" in box:

@@ -29,6 +29,7 @@ def key(task_pk: int) -> int:
 class _Held(threading.local):
     count = 0
     pending: int | None = None
+    epoch = 0  # connections lost so far
 
 
 _held = _Held()
@@ -74,6 +75,12 @@ def release_pending() -> None:
 def forget() -> None:
     """The connection was closed, and with it every advisory lock this thread held."""
     _held.count, _held.pending = 0, None
+    _held.epoch += 1
+
+
+def epoch() -> int:
+    """Changes whenever :func:`forget` is called: locks taken before are gone."""
+    return _held.epoch
 
 
 @contextlib.contextmanager
