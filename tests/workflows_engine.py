@@ -96,7 +96,8 @@ def sleepy_pair(ctx, seconds):
 
 @workflow.defn(name="engine_long_activity")
 def long_activity(ctx, seconds):
-    return ctx.execute_activity(sleepy, seconds, workflow.with_activity_timeout(timedelta(seconds=60)))
+    one_minute = workflow.with_activity_timeout(timedelta(seconds=60))
+    return ctx.execute_activity(sleepy, seconds, one_minute)
 
 
 @workflow.defn(name="engine_timeout")

@@ -58,3 +58,26 @@ def send_activity(
         except Exception:  # the connection is gone, and the lock with it
             logger.warning("Could not release the lock of attempt %s", task_pk, exc_info=True)
     _send("run_activity", (task_pk, attempt), beluga_settings.ACTIVITY_QUEUE, countdown or None)
+
+
+def queued(queue: str) -> int | None:
+    """How many messages wait in a broker queue (0 for a queue the broker has not made yet),
+    or None when the broker cannot be asked."""
+    from celery import current_app
+    from kombu.exceptions import ChannelError, OperationalError
+
+    try:
+        with current_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            with conn.channel() as channel:
+                try:
+                    return int(channel.queue_declare(queue=queue, passive=True).message_count)
+                except ChannelError:  # Redis: no list yet, i.e. empty
+                    return 0
+    except OperationalError:
+        return None
+    except Exception as exc:
+        if type(exc).__name__ == "NotFound":  # AMQP: the queue was never declared
+            return 0
+        logger.warning("Could not ask the broker how long %r is", queue, exc_info=True)
+        return None

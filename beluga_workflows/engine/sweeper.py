@@ -10,7 +10,7 @@ them (the worker died between the two). It never relies on the broker redeliveri
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
@@ -25,6 +25,33 @@ from .locks import advisory_lock
 
 logger = logging.getLogger("beluga_workflows")
 BATCH = 200
+
+
+class _Backlog:
+    """Whether a message sent at some moment may still wait in its broker queue.
+
+    A queue is first in, first out: once it has been seen empty after a message was sent, that
+    message has left it (taken by a worker, or lost). Until then a message older than
+    ``REDISPATCH_AFTER`` may merely wait behind a backlog, and sending it again would only
+    add to the backlog. Each sweeper asks the broker at most once per pass, and only when it
+    has something to send again.
+    """
+
+    def __init__(self) -> None:
+        self.empty_at: dict[str, datetime] = {}
+        self.asked: dict[str, datetime] = {}
+
+    def may_wait(self, queue: str, sent_at: datetime, now: datetime) -> bool:
+        if self.asked.get(queue) != now:
+            self.asked[queue] = now
+            length = dispatch.queued(queue)
+            if length is None or length == 0:  # empty (or the broker cannot say: send)
+                self.empty_at[queue] = now
+        empty_at = self.empty_at.get(queue)
+        return empty_at is None or empty_at < sent_at
+
+
+backlog = _Backlog()
 
 
 def sweep() -> int:
@@ -62,6 +89,8 @@ def recover_activities() -> int:
                     "(its worker died or never picked it up)."
                 )
                 steps.finish_activity(pk, attempt, error=error_info(error))
+            elif backlog.may_wait(beluga_settings.ACTIVITY_QUEUE, task.dispatched_at, now):
+                continue  # its message may still be queued behind others
             else:
                 logger.info("Sending activity %s (attempt %s) again", task.name, attempt)
                 ActivityTask.objects.filter(pk=pk).update(dispatched_at=timezone.now())
