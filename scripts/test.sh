@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# The pytest part of `make test`:
-#   (a) on the embedded default (no DATABASE_URL / CELERY_BROKER_URL): PostgreSQL and Redis
-#       started from wheels under .data/test. Only the `core` tests when (b) runs too, the
-#       whole suite when it does not (a fresh machine with no services);
-#   (b) when PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 answer, the whole suite
-#       against them, then the `broker` tests once more on RabbitMQ (127.0.0.1:5672) if it answers.
-# Extra arguments go to pytest. Exit status: non-zero if a pass failed, or if no pass ran a test.
+# The pytest part of `make test`, in up to three passes:
+#   embedded  on the embedded default (no DATABASE_URL / CELERY_BROKER_URL): PostgreSQL and
+#             Redis started from wheels under .data/test. Only the `core` tests when `services`
+#             runs too, the whole suite when it does not (a fresh machine with no services);
+#   services  when PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 answer, the whole
+#             suite against them;
+#   rabbitmq  then the `broker` tests once more on RabbitMQ (127.0.0.1:5672) if it answers.
+# A pass that cannot run says SKIPPED, loudly, and why. BELUGA_TEST_REQUIRE (e.g. "embedded
+# services rabbitmq", set by .ci/run from what the machine has) lists passes that must run:
+# a required pass that is skipped, or that collects no test, fails the run.
+# Extra arguments go to pytest. Exit status: non-zero if a pass failed, a required pass did not
+# run, or no pass ran a test.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +19,8 @@ PY=${PY:-.venv/bin/python}
 EXTERNAL_DATABASE_URL=${BELUGA_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/beluga}
 EXTERNAL_BROKER_URL=${BELUGA_TEST_BROKER_URL:-redis://127.0.0.1:6379/15}
 AMQP_BROKER_URL=${BELUGA_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672//}
+REQUIRED=" ${BELUGA_TEST_REQUIRE:-} "
+SELECTING=$#  # extra pytest arguments may select nothing in a pass
 
 services_reachable() {
     "$PY" - "$EXTERNAL_DATABASE_URL" "$EXTERNAL_BROKER_URL" <<'PYEOF' >/dev/null 2>&1
@@ -28,12 +35,31 @@ PYEOF
 
 failed=0
 ran_tests=0
-record() {  # record <pytest exit status>
-    case "$1" in
-        0) ran_tests=1 ;;
-        5) ;;  # collected nothing: acceptable only if the other pass ran tests
-        *) failed=1 ;;
+summary=()
+required() { [[ "$REQUIRED" == *" $1 "* ]]; }
+
+record() {  # record <pass> <pytest exit status>
+    case "$2" in
+        0) ran_tests=1; summary+=("$1: passed") ;;
+        5)  # collected nothing
+            if required "$1" || [ "$SELECTING" = 0 ]; then
+                failed=1; summary+=("$1: FAILED (no test collected)")
+            else
+                summary+=("$1: no test collected by the selection")
+            fi ;;
+        *) failed=1; summary+=("$1: FAILED (pytest exit $2)") ;;
     esac
+}
+
+skipped() {  # skipped <pass> <reason>
+    echo
+    echo "!!! SKIPPED the $1 pass: $2"
+    echo
+    if required "$1"; then
+        failed=1; summary+=("$1: FAILED (required but skipped: $2)")
+    else
+        summary+=("$1: SKIPPED ($2)")
+    fi
 }
 
 if services_reachable; then
@@ -49,25 +75,33 @@ fi
 echo "=== pytest on the embedded default (BELUGA_DATA_DIR=.data/test) ${embedded_args[*]}"
 env -u DATABASE_URL -u CELERY_BROKER_URL BELUGA_DATA_DIR="$PWD/.data/test" \
     "$PY" -m pytest "${embedded_args[@]}" "$@"
-record $?
+record embedded $?
 
 if [ "$external" = 1 ]; then
     echo "=== pytest on $EXTERNAL_DATABASE_URL and $EXTERNAL_BROKER_URL"
     DATABASE_URL=$EXTERNAL_DATABASE_URL CELERY_BROKER_URL=$EXTERNAL_BROKER_URL \
         "$PY" -m pytest "$@"
-    record $?
+    record services $?
     # RabbitMQ redelivers on a lost connection where Redis waits for a visibility timeout:
     # the broker-sensitive tests (kill -9 recovery, duplicate delivery) run on both.
     if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/5672" 2>/dev/null; then
         echo "=== pytest -m broker on $EXTERNAL_DATABASE_URL and $AMQP_BROKER_URL"
         DATABASE_URL=$EXTERNAL_DATABASE_URL CELERY_BROKER_URL=$AMQP_BROKER_URL \
             "$PY" -m pytest -m broker "$@"
-        record $?
+        record rabbitmq $?
+    else
+        skipped rabbitmq "nothing listens on 127.0.0.1:5672"
     fi
+else
+    skipped services "PostgreSQL 127.0.0.1:5432 / Redis 127.0.0.1:6379 not reachable"
+    skipped rabbitmq "it runs against the services pass's PostgreSQL"
 fi
 
+echo
+echo "=== test passes"
+printf '  %s\n' "${summary[@]}"
 if [ "$failed" = 1 ]; then
-    echo "FAILED: at least one pytest pass failed." >&2
+    echo "FAILED: at least one pytest pass failed or a required pass did not run." >&2
     exit 1
 fi
 if [ "$ran_tests" = 0 ]; then
