@@ -173,6 +173,11 @@ class WorkflowNameError(WorkflowError, LookupError):
     """A workflow name that is not registered (or an unimportable function reference)."""
 
 
+class UntrustedReferenceError(WorkflowNameError):
+    """A reference to something that is not the project's own function (``os:getpid``):
+    no worker will ever run it."""
+
+
 class ResultTimeoutError(WorkflowError, TimeoutError):
     """``handle.result(timeout=...)`` gave up waiting; the run goes on."""
 

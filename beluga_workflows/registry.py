@@ -9,11 +9,17 @@ Python callers, who already hold the function.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import inspect
+import sys
+import sysconfig
 import threading
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from .errors import WorkflowNameError
+from .errors import UntrustedReferenceError, WorkflowNameError
 
 _lock = threading.Lock()
 _by_name: dict[str, Callable[..., Any]] = {}
@@ -88,12 +94,53 @@ def resolve(name: str, reference: str = "") -> Callable[..., Any]:
         raise WorkflowNameError(f"Unknown workflow {name!r}. Registered workflows: {_known()}.")
     module_name, _, qualname = name.partition(":")
     try:
+        if not _project_module(module_name):
+            raise UntrustedReferenceError(
+                f"{name!r} is not part of this project: workers run only functions of its own "
+                "modules (under settings.BASE_DIR, or in an installed app with a workflows module)."
+            )
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, ValueError) as exc:
         raise WorkflowNameError(f"Cannot import {name!r}: {exc}") from exc
+    if not inspect.isfunction(obj) or obj.__module__ != module_name:
+        raise UntrustedReferenceError(
+            f"{name!r} is not a function defined in {module_name!r}; workers run only the "
+            "project's own workflow and activity functions."
+        )
     return obj  # type: ignore[no-any-return]
+
+
+@cache
+def _project_module(module_name: str) -> bool:
+    """Whether ``module_name`` is this project's code, checked package by package before
+    anything is imported (finding ``a.b`` imports ``a``, which must pass first)."""
+    parts = module_name.split(".")
+    if not all(part.isidentifier() for part in parts):
+        return False
+    for depth in range(1, len(parts) + 1):
+        spec = importlib.util.find_spec(".".join(parts[:depth]))
+        if spec is None or not spec.has_location or not spec.origin:
+            return False  # built in, frozen, or a namespace package
+        if not _in_project(Path(spec.origin)):
+            return False
+    return True
+
+
+def _in_project(origin: Path) -> bool:
+    from django.apps import apps
+    from django.conf import settings
+
+    path = origin.resolve()
+    for app in apps.get_app_configs():
+        if path.is_relative_to(Path(app.path).resolve()) and _has_workflows(app.name):
+            return True
+    base = getattr(settings, "BASE_DIR", None)
+    if base is None or not path.is_relative_to(Path(base).resolve()):
+        return False
+    python = {sys.prefix, sys.base_prefix, *sysconfig.get_paths().values()}
+    return not any(path.is_relative_to(Path(p).resolve()) for p in python)
 
 
 def display_name(ref: str) -> str:
@@ -103,3 +150,8 @@ def display_name(ref: str) -> str:
 
 def _known() -> str:
     return ", ".join(public_names()) or "none"
+
+
+def _has_workflows(app_name: str) -> bool:
+    """An installed app that contributes workflows: it has a ``workflows`` module."""
+    return importlib.util.find_spec(f"{app_name}.workflows") is not None

@@ -66,6 +66,34 @@ def test_a_public_name_cannot_be_taken_twice():
         workflow.defn(another_research, name="research")
 
 
+@pytest.mark.parametrize(
+    "reference, reason",
+    [
+        ("os:getpid", "not part of this project"),  # Python's library
+        ("subprocess:run", "not part of this project"),
+        ("celery:shared_task", "not part of this project"),  # an installed package
+        ("django.contrib.auth.hashers:make_password", "not part of this project"),
+        ("antigravity:geohash", "not part of this project"),  # refused before it is imported
+        ("tests.workflows_engine:time", "not a function defined in"),  # a module it imported
+        ("tests.workflows_engine:nothing_here", "Cannot import"),
+        ("../etc:passwd", "not part of this project"),
+    ],
+)
+def test_references_resolve_only_to_the_projects_own_functions(reference, reason):
+    with pytest.raises(workflow.WorkflowNameError, match=reason):
+        registry.resolve(reference)
+    assert "antigravity" not in sys.modules
+
+
+def test_references_to_project_functions_resolve():
+    from tests import workflows_engine
+
+    assert registry.resolve("tests.workflows_engine:sleepy") is workflows_engine.sleepy
+    assert registry.resolve("project.demo.workflows:research_workflow").__name__ == (
+        "research_workflow"
+    )
+
+
 def test_local_functions_are_refused_as_workflows():
     def local(ctx, _):
         return None

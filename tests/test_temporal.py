@@ -232,3 +232,29 @@ def test_history_query_is_json(executor: Any) -> None:
     assert [e["type"] for e in history] == [
         "WorkflowStarted", "TimerStarted", "TimerFired", "WorkflowCompleted",
     ]  # fmt: skip
+
+
+def test_a_workflow_type_naming_anything_else_runs_nothing(
+    executor: Any, temporal_server: str, tmp_path: Path
+) -> None:
+    """A client may start any workflow type on our task queue; a type that is neither a
+    registered workflow nor a function of the project fails with a clear error, and the
+    worker imports nothing for it."""
+    import os
+
+    marker = tmp_path / "ran"
+    for number, kind in enumerate(["os:getpid", "shutil:rmtree", "antigravity:geohash"]):
+        workflow_id = f"forged-{number}"
+        temporal_cli(
+            temporal_server, "workflow", "start", "--type", kind, "--workflow-id", workflow_id,
+            "--task-queue", executor.task_queue, "--input", json.dumps(str(marker)),
+        )  # fmt: skip
+        binary = shutil.which("temporal", path=str(Path(sys.executable).parent)) or "temporal"
+        done = subprocess.run(
+            [binary, "workflow", "result", "--workflow-id", workflow_id,
+             "--address", temporal_server],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "NO_COLOR": "1"},
+        )  # fmt: skip
+        assert done.returncode != 0, done.stdout
+        assert "not part of this project" in done.stdout + done.stderr, done.stdout + done.stderr
+    assert not marker.exists()

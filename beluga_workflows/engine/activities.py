@@ -29,7 +29,7 @@ from django.utils import timezone
 from .. import registry
 from ..activity import ActivityContext, call_activity
 from ..conf import beluga_settings
-from ..errors import ActivityTimeoutError, InvalidPayloadError
+from ..errors import ActivityTimeoutError, InvalidPayloadError, UntrustedReferenceError
 from ..models import ActivityTask
 from ..options import ActivityOptions
 from ..serialization import ensure_json, ensure_size
@@ -178,7 +178,7 @@ def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
             result = call_activity(fn, ctx, task.input)
             what = f"Result of activity {task.name!r}"
             box["result"] = ensure_size(ensure_json(result, what), what)
-        except InvalidPayloadError as exc:
+        except (InvalidPayloadError, UntrustedReferenceError) as exc:  # no retry helps
             box["error"], box["retryable"] = error_info(exc), False
         except BaseException as exc:  # the user's activity failed
             box["error"] = error_info(exc)

@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from ... import registry
 from ...activity import ActivityContext, call_activity
-from ...errors import InvalidPayloadError
+from ...errors import InvalidPayloadError, UntrustedReferenceError
 from ...serialization import ensure_json, ensure_size
 
 
@@ -49,7 +49,7 @@ def beluga_activity(args: Sequence[RawValue]) -> Any:
         result = call_activity(fn, ctx, spec.get("input"))
         what = f"Result of activity {spec.get('name', info.activity_type)!r}"
         return ensure_size(ensure_json(result, what), what)
-    except InvalidPayloadError as exc:
+    except (InvalidPayloadError, UntrustedReferenceError) as exc:  # no attempt can do better
         raise ApplicationError(
             str(exc), {"attempt": info.attempt}, type=type(exc).__name__, non_retryable=True
         ) from exc

@@ -35,9 +35,11 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
 from ... import registry
 from ...continuation import GreenletContinuation
+from ...errors import UntrustedReferenceError
 from ...history import (
     Command,
     EventType,
@@ -98,7 +100,11 @@ class BelugaWorkflow(Operations):
     async def run(self, args: Sequence[RawValue]) -> Any:
         # An unknown name is a deployment problem, not the run's: the exception fails this
         # workflow task, which Temporal retries until a worker that knows the name takes it.
-        fn = self.function()
+        # A name that is not the project's code at all (`os:getpid`) fails the run instead.
+        try:
+            fn = self.function()
+        except UntrustedReferenceError as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
         while True:
             decision = self.decide(fn)
             self.settle(decision)
