@@ -258,3 +258,31 @@ def test_a_workflow_type_naming_anything_else_runs_nothing(
         assert done.returncode != 0, done.stdout
         assert "not part of this project" in done.stdout + done.stderr, done.stdout + done.stderr
     assert not marker.exists()
+
+
+def test_the_cli_exits_cleanly_after_talking_to_temporal(
+    use_temporal: Any, temporal_server: str
+) -> None:
+    """The SDK's native threads once aborted the interpreter at exit (exit 134, "Fatal Python
+    error: PyGILState_Release") after a successful start, about 1 run in 15."""
+    import os
+
+    from django.db import connection
+
+    from tests import harness
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": harness.database_url(connection.settings_dict),
+        "PYTHONPATH": str(harness.REPO_ROOT),
+        "BELUGA_EXECUTOR": "temporal",
+        "BELUGA_TEMPORAL_HOST": temporal_server,
+        "BELUGA_TEMPORAL_TASK_QUEUE": use_temporal["TEMPORAL"]["TASK_QUEUE"],
+    }
+    command = [sys.executable, str(harness.REPO_ROOT / "manage.py"), "workflow", "start"]
+    for number in range(25):
+        done = subprocess.run(
+            [*command, "research", "--id", f"cli-exit-{number}", "--input", '"x"'],
+            env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert (done.returncode, done.stderr) == (0, ""), f"run {number}: {done.stderr}"
