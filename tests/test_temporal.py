@@ -286,3 +286,74 @@ def test_the_cli_exits_cleanly_after_talking_to_temporal(
             env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert (done.returncode, done.stderr) == (0, ""), f"run {number}: {done.stderr}"
+
+
+def _signal_with_the_cli(address: str, workflow_id: str, name: str) -> None:
+    """Signal through Temporal alone, so only a worker's mirror can update our rows."""
+    temporal_cli(address, "workflow", "signal", "--workflow-id", workflow_id, "--name", name,
+                 "--input", "true")  # fmt: skip
+
+
+def _wait_in_temporal(executor: Any, workflow_id: str, signal: str) -> None:
+    """Until the run waits for ``signal`` as Temporal (a worker's query) says, not our rows."""
+
+    def waits() -> bool:
+        last = executor.query(workflow_id, "history")[-1]
+        return last["type"] == "SignalWaitStarted" and last["name"] == signal
+
+    wait_until(waits, 30, message=f"{workflow_id} waiting for {signal} in Temporal")
+
+
+def test_the_mirror_catches_up_after_a_database_outage(
+    use_temporal: Any, worker_factory: Any, temporal_server: str
+) -> None:
+    """The worker's mirror cannot reach PostgreSQL while a run moves on; once it can, the row
+    catches up (the failed copy is tried again) — no 5-minute wait, no stale row."""
+    from django.db import connection
+
+    worker_factory()
+    executor = workflow.new("temporal")
+    start(executor, wf.two_signals, id="outage")
+    wait_for_row("outage", "waiting for first", waiting_for="signal:first")
+    import psycopg
+
+    from tests import harness
+
+    name = connection.settings_dict["NAME"]
+    url = harness.database_url(connection.settings_dict).rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> %s",
+                [name, connection.connection.info.backend_pid],
+            )
+            _signal_with_the_cli(temporal_server, "outage", "first")
+            _wait_in_temporal(executor, "outage", "second")
+            time.sleep(2)  # the mirror tried, and failed, meanwhile
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    wait_for_row("outage", "row caught up", waiting_for="signal:second")
+
+
+def test_a_new_worker_repairs_what_a_killed_worker_did_not_mirror(
+    use_temporal: Any, worker_factory: Any, temporal_server: str
+) -> None:
+    """A worker runs a workflow task and is killed before its mirror copies it (here: it has
+    no mirror at all). The next worker's first full check finds the row behind and repairs it,
+    though the run is running on both sides."""
+    mirroring = worker_factory()
+    executor = workflow.new("temporal")
+    start(executor, wf.two_signals, id="gap")
+    wait_for_row("gap", "waiting for first", waiting_for="signal:first")
+    mirroring.kill9()
+    blind = worker_factory(args=("--no-mirror",))
+    _signal_with_the_cli(temporal_server, "gap", "first")
+
+    _wait_in_temporal(executor, "gap", "second")
+    time.sleep(1)
+    assert row("gap").waiting_for == "signal:first"  # nobody mirrored the workflow task
+    blind.kill9()
+    mirroring.start().wait_ready()
+    wait_for_row("gap", "row repaired", waiting_for="signal:second")

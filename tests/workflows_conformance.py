@@ -161,6 +161,12 @@ def waits_forever(ctx: workflow.WorkflowContext, _: Any) -> Any:
     return ctx.wait_for_signal("finish").payload
 
 
+@workflow.defn(name="conf_two_signals")
+def two_signals(ctx: workflow.WorkflowContext, _: Any) -> Any:
+    first = ctx.wait_for_signal("first").payload
+    return [first, ctx.wait_for_signal("second").payload]
+
+
 @workflow.defn(name="conf_sleep")
 def sleep(ctx: workflow.WorkflowContext, seconds: float) -> float:
     before = ctx.now()

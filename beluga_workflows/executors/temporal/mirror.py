@@ -13,7 +13,9 @@ Who calls it:
 * :class:`MirrorLoop`, a thread of ``manage.py runworker``, for everything else: runs whose
   workflow tasks this worker just ran (:mod:`.changes`), runs Temporal visibility lists as
   started or closed lately (timeouts and terminations have no workflow task), and at start and
-  every few minutes every running run, both ways, to repair what a stopped worker missed. It
+  every few minutes every running run, both ways and including its state, to repair what a
+  stopped worker missed (a few hundred runs per pass, between the other work). A copy that
+  fails (the database away) is tried again on the next passes until it succeeds. It
   creates rows for running runs, and for finished ones only when a mirrored parent lists them
   as its children (a finished run without a row may be one deleted on purpose), so a run
   started outside beluga that finishes within one poll interval is not listed.
@@ -144,9 +146,14 @@ def sync(
             tails.drop(workflow_id, run_id)
     else:
         record = executor.fetch_record(workflow_id, run_id)
-    if record.state.status is Status.RUNNING:
-        _close_stale(executor, workflow_id, record.state.run_id)
-    write(record, create_closed)
+    try:
+        if record.state.status is Status.RUNNING:
+            _close_stale(executor, workflow_id, record.state.run_id)
+        write(record, create_closed)
+    except Exception:
+        if tails is not None and run_id is not None:
+            tails.drop(workflow_id, run_id)  # read again next time: it was not stored
+        raise
     return record
 
 
@@ -273,6 +280,8 @@ class MirrorLoop(threading.Thread):
     OVERLAP = 10.0
     #: How many ticks a run with a workflow task in flight is looked at again.
     RECHECKS = 100
+    #: Running runs whose state the full check compares per tick.
+    AUDIT_BATCH = 200
 
     def __init__(
         self, executor: TemporalExecutor, interval: float = 1.0, full_every: float = 300.0
@@ -283,6 +292,10 @@ class MirrorLoop(threading.Thread):
         self.full_every = full_every
         self.stopping = threading.Event()
         self.recheck: dict[tuple[str, str], int] = {}
+        #: Runs whose copy failed, tried again every tick until it succeeds.
+        self.retry: dict[tuple[str, str], None] = {}
+        #: Running runs the full check has still to compare with Temporal.
+        self.audit: list[tuple[str, str]] = []
         self.tails = Tails()
 
     def stop(self) -> None:
@@ -295,24 +308,45 @@ class MirrorLoop(threading.Thread):
         while not self.stopping.is_set():
             close_old_connections()
             started = datetime.now(UTC)
-            try:
-                if time.monotonic() >= next_full:
+            if time.monotonic() >= next_full:
+                try:
                     self.reconcile()
                     next_full = time.monotonic() + self.full_every
-                self.tick(since - timedelta(seconds=self.OVERLAP))
+                except Exception:  # Temporal or the database away: try again next tick
+                    logger.warning("Full check of the Temporal mirror failed; retrying")
+            if self.tick(since - timedelta(seconds=self.OVERLAP)):
                 since = started
-            except Exception:  # Temporal or the database away for a moment: try again
-                logger.exception("Mirroring Temporal runs failed; retrying")
             changes.wait(self.interval)
         connections.close_all()
 
-    def tick(self, since: datetime) -> None:
+    def tick(self, since: datetime) -> bool:
+        """Copy every run that changed; False if Temporal's list of recent runs could not be
+        read (the next tick reads from the same moment again)."""
         runs = dict.fromkeys(changes.take())
+        runs.update(self.retry)
         runs.update(dict.fromkeys(self.recheck))
-        runs.update(dict.fromkeys(self.recent(since)))
-        for workflow_id, run_id in runs:
-            if workflow_id:
-                self.sync_one(workflow_id, run_id)
+        runs.update(dict.fromkeys(self.audit[: self.AUDIT_BATCH]))
+        del self.audit[: self.AUDIT_BATCH]
+        listed = True
+        try:
+            runs.update(dict.fromkeys(self.recent(since)))
+        except Exception:
+            logger.warning("Could not list recent Temporal runs; retrying", exc_info=True)
+            listed = False
+        for key in runs:
+            if not key[0]:
+                continue  # the wake-up note of stop()
+            try:
+                self.sync_one(*key)
+            except Exception:  # the database or Temporal away: keep it for the next tick
+                if key not in self.retry:
+                    logger.warning("Could not mirror Temporal run %s yet; will retry", key[0],
+                                   exc_info=True)  # fmt: skip
+                self.retry[key] = None
+                close_old_connections()
+            else:
+                self.retry.pop(key, None)
+        return listed
 
     def sync_one(self, workflow_id: str, run_id: str) -> None:
         key = (workflow_id, run_id)
@@ -372,7 +406,8 @@ class MirrorLoop(threading.Thread):
         return wanted
 
     def reconcile(self) -> None:
-        """Every running run, both ways: rows Temporal closed, and runs without a row."""
+        """Every running run, both ways: rows Temporal closed, runs without a row, and (over
+        the next ticks) rows behind their run."""
         query = f"TaskQueue = {literal(self.executor.task_queue)} AND ExecutionStatus = 'Running'"
         running = {run_id: wid for wid, run_id, _ in self.executor.call(lambda c: _list(c, query))}
         rows = WorkflowRun.objects.filter(
@@ -384,6 +419,10 @@ class MirrorLoop(threading.Thread):
         for run_id, workflow_id in {**running, **stored}.items():
             if run_id not in stored or run_id not in running:
                 self.sync_one(workflow_id, run_id)
+        # Running on both sides: the copy may still be behind (a worker died between a
+        # workflow task and its mirror pass). Compared a batch per tick, reading only what is
+        # new since the last read.
+        self.audit = [(wid, run_id) for run_id, wid in running.items() if run_id in stored]
 
 
 async def _list(client: Any, query: str) -> list[tuple[str, str, Status]]:

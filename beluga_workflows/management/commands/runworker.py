@@ -32,6 +32,12 @@ class Command(BaseCommand):
             action="store_true",
             help="Do not run the timer/recovery sweeper in this process (run it elsewhere).",
         )
+        parser.add_argument(
+            "--no-mirror",
+            action="store_true",
+            help="Temporal: do not copy runs into the Django models from this process (other "
+            "workers' mirrors catch up, at the latest on their periodic full check).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1:
@@ -42,6 +48,8 @@ class Command(BaseCommand):
         kwargs: dict[str, Any] = {"loglevel": options["loglevel"]}
         if executor.name == "default":
             kwargs.update(pool=options["pool"], sweep=not options["no_sweep"])
+        elif options["no_mirror"]:
+            kwargs.update(mirror=False)
         self.stdout.write(f"Starting the {executor.name} workflow worker", ending="\n")
         self.stdout.flush()
         executor.worker(concurrency=options["concurrency"], **kwargs).run()
