@@ -125,8 +125,14 @@ class DurableExecutor(abc.ABC):
 
     def start(self, workflow_name: str, options: WorkflowOptions | None = None) -> WorkflowHandle:
         """Start a workflow by its registered public name (what REST, admin and CLI use)."""
+        from ..errors import WorkflowNameError
         from ..registry import resolve_public
 
+        if not isinstance(workflow_name, str):
+            raise WorkflowNameError(
+                f"start() takes a workflow's public name, not {workflow_name!r}; "
+                "start a function with execute(fn, options)."
+            )
         return self._start(resolve_public(workflow_name), options or WorkflowOptions())
 
     @abc.abstractmethod

@@ -1,0 +1,1 @@
+"""Golden histories: histories recorded from real runs, replayed by every interpreter change."""
