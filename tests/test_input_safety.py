@@ -131,3 +131,12 @@ def test_good_unicode_still_round_trips(api) -> None:
     )
     assert response.status_code == 201
     assert json.loads(json.dumps(response.json()["input"])) == value
+
+
+def test_a_body_larger_than_djangos_upload_limit_is_refused_cleanly(api) -> None:
+    """Bodies beyond DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) never reach the engine."""
+    body = {"workflow": "api_echo", "id": "huge", "input": "x" * 3_000_000}
+    response = api("starter").post(API, body, format="json")
+    assert 400 <= response.status_code < 500
+    assert b"Traceback" not in response.content
+    assert not WorkflowRun.objects.filter(workflow_id="huge").exists()
