@@ -332,10 +332,19 @@ def test_schema_describes_every_endpoint_body_and_error(api):
     paths = schema["paths"]
     expected = {
         ("/api/workflows/", "get"): {"200", "400", "401", "403"},
-        ("/api/workflows/", "post"): {"201", "400", "401", "403", "409", "415"},
+        ("/api/workflows/", "post"): {"201", "400", "401", "403", "409", "413", "415"},
         ("/api/workflows/{id}/", "get"): {"200", "401", "403", "404"},
         ("/api/workflows/{id}/events/", "get"): {"200", "401", "403", "404"},
-        ("/api/workflows/{id}/signal/", "post"): {"202", "400", "401", "403", "404", "409", "415"},
+        ("/api/workflows/{id}/signal/", "post"): {
+            "202",
+            "400",
+            "401",
+            "403",
+            "404",
+            "409",
+            "413",
+            "415",
+        },
         ("/api/workflows/{id}/query/{query_type}/", "get"): {"200", "400", "401", "403", "404"},
         ("/api/workflows/{id}/cancel/", "post"): {"202", "401", "403", "404", "409"},
         ("/api/approvals/", "get"): {"200", "400", "401", "403"},

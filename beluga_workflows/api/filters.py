@@ -1,32 +1,63 @@
 """Query-string filters of the run lists (django-filter): ``?status=``, ``?workflow=``, …
 
 Bad values (``?status=bogus``) are refused with a 400 naming the parameter, never ignored:
-a script that filters on a typo should learn about it.
+a script that filters on a typo should learn about it. An empty value (``?status=``) is no
+filter, as django-filter has it.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
 
 from ..models import WorkflowRun
 from ..options import Status
 
 
+def _documented(query_filter: django_filters.Filter, schema: dict[str, Any]) -> None:
+    """Give the schema what drf-spectacular cannot infer; it then needs the description too."""
+    description = query_filter.extra.get("help_text", "")
+    extend_schema_field({**schema, "description": description})(query_filter)
+
+
+class TextFilter(django_filters.CharFilter):
+    """Free text without NUL characters: those are refused with a 400, never stored."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _documented(self, {"type": "string", "pattern": "^[^\\u0000]*$"})
+
+
+STATUSES = [s.value for s in Status]
+
+
+class StatusFilter(django_filters.ChoiceFilter):
+    """One of the statuses, or empty: an empty value means no filter, as for the other
+    parameters (the browsable API's filter form sends `?status=` when left blank)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _documented(self, {"type": "string", "enum": [*STATUSES, ""]})
+
+
 class RunFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(
-        choices=[(s.value, s.value) for s in Status], help_text="Only runs with this status."
+    status = StatusFilter(
+        choices=[(value, value) for value in STATUSES],
+        help_text=f"Only runs with this status: {', '.join(STATUSES)}; empty for any.",
     )
-    workflow = django_filters.CharFilter(
+    workflow = TextFilter(
         field_name="workflow_name", help_text="Only runs of this workflow (its public name)."
     )
-    id = django_filters.CharFilter(
+    id = TextFilter(
         field_name="workflow_id", help_text="Only runs with this workflow id (every run of it)."
     )
-    waiting_for = django_filters.CharFilter(
+    waiting_for = TextFilter(
         help_text="Only runs blocked on this, e.g. `signal:approval` or `activity:report`."
     )
-    parent = django_filters.CharFilter(
+    parent = TextFilter(
         field_name="parent__workflow_id",
         help_text="Only child workflows of the run(s) with this workflow id.",
     )
@@ -37,10 +68,10 @@ class RunFilter(django_filters.FilterSet):
 
 
 class ApprovalFilter(django_filters.FilterSet):
-    workflow = django_filters.CharFilter(
+    workflow = TextFilter(
         field_name="workflow_name", help_text="Only runs of this workflow (its public name)."
     )
-    signal = django_filters.CharFilter(
+    signal = TextFilter(
         method="filter_signal", help_text="Only runs waiting for this signal, e.g. `approval`."
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .. import registry
@@ -19,6 +20,31 @@ from ..history import EventType
 from ..options import MAX_DURATION, Status, check_workflow_id
 
 STATUS_CHOICES = [s.value for s in Status]
+
+
+class JSONStringField(serializers.CharField):
+    """A JSON string and nothing else, at most ``max_length`` characters as sent.
+
+    DRF's ``CharField`` would turn ``0`` into ``"0"`` and check the length only after trimming
+    surrounding whitespace; the schema promises a string of at most ``maxLength``.
+    """
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        if data is not serializers.empty and data is not None:
+            if not isinstance(data, str):
+                self.fail("invalid")
+            if self.max_length is not None and len(data) > self.max_length:
+                self.fail("max_length", max_length=self.max_length)
+        return super().run_validation(data)
+
+
+class JSONNumberField(serializers.FloatField):
+    """A JSON number and nothing else: DRF's ``FloatField`` also takes ``"12"`` and ``true``."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
 
 
 class ChildSerializer(serializers.Serializer):
@@ -79,6 +105,22 @@ class RunSerializer(serializers.Serializer):
     )
 
 
+MAX_TIMEOUT_SECONDS = MAX_DURATION.total_seconds()
+
+
+@extend_schema_field(
+    {
+        "type": "number",
+        "format": "double",
+        "minimum": 0,
+        "exclusiveMinimum": True,
+        "maximum": MAX_TIMEOUT_SECONDS,
+    }
+)
+class TimeoutField(JSONNumberField):
+    """Seconds: more than 0, at most :data:`~beluga_workflows.options.MAX_DURATION`."""
+
+
 class StartSerializer(serializers.Serializer):
     """Body of ``POST /workflows/``. Only registered public names can be started."""
 
@@ -86,19 +128,21 @@ class StartSerializer(serializers.Serializer):
         choices=[],
         help_text="The public name given with `@workflow.defn(name=...)`; never an import path.",
     )
-    id = serializers.CharField(
+    id = JSONStringField(
         required=False,
         allow_blank=True,
         allow_null=True,
         max_length=255,
-        help_text="The workflow id; a UUID is chosen when empty. Must not be running already.",
+        help_text="The workflow id: printable text without `/`; a UUID is chosen when empty. "
+        "Must not be running already.",
     )
     input = serializers.JSONField(
         required=False, allow_null=True, default=None, help_text="Any JSON value."
     )
-    timeout = serializers.FloatField(
+    timeout = TimeoutField(
         required=False,
         allow_null=True,
+        error_messages={"invalid": "Must be a number of seconds."},
         help_text="Seconds the whole run may take before it times out; none by default.",
     )
 
@@ -113,11 +157,6 @@ class StartSerializer(serializers.Serializer):
             f"{', '.join(names) or 'none'}."
         )
 
-    def to_internal_value(self, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("timeout"), bool):
-            raise serializers.ValidationError({"timeout": ["Must be a number of seconds."]})
-        return super().to_internal_value(data)
-
     def validate_id(self, value: str | None) -> str | None:
         if value:
             try:
@@ -129,17 +168,26 @@ class StartSerializer(serializers.Serializer):
     def validate_timeout(self, value: float | None) -> float | None:
         if value is not None and (not math.isfinite(value) or value <= 0):
             raise serializers.ValidationError("Must be a positive number of seconds.")
-        if value is not None and value > MAX_DURATION.total_seconds():
+        if value is not None and value > MAX_TIMEOUT_SECONDS:
             raise serializers.ValidationError(
-                f"Must be at most {MAX_DURATION.total_seconds():.0f} seconds (100 years)."
+                f"Must be at most {MAX_TIMEOUT_SECONDS:.0f} seconds (100 years)."
             )
         return value
+
+
+#: Some character other than whitespace, and no NUL (PostgreSQL cannot store one).
+NAME_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": 255, "pattern": NAME_PATTERN})
+class SignalNameField(JSONStringField):
+    """Surrounding whitespace is trimmed; what is left must not be empty."""
 
 
 class SignalSerializer(serializers.Serializer):
     """Body of ``POST /workflows/{id}/signal/``; the sender is the authenticated user."""
 
-    name = serializers.CharField(max_length=255, help_text="The signal name, e.g. `approval`.")
+    name = SignalNameField(max_length=255, help_text="The signal name, e.g. `approval`.")
     payload = serializers.JSONField(
         required=False,
         allow_null=True,

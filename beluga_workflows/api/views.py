@@ -90,10 +90,11 @@ def _error(description: str) -> OpenApiResponse:
     return OpenApiResponse(s.ErrorSerializer, description=description)
 
 
-def _field_errors(**examples: dict[str, list[str]]) -> OpenApiResponse:
+def _field_errors(description: str = "", **examples: dict[str, list[str]]) -> OpenApiResponse:
     return OpenApiResponse(
         OpenApiTypes.OBJECT,
-        description="Invalid request: an object mapping each offending field (or query "
+        description=(description + " " if description else "")
+        + "Invalid request: an object mapping each offending field (or query "
         "parameter) to its messages.",
         examples=[OpenApiExample(name, value=value) for name, value in examples.items()],
     )
@@ -103,7 +104,17 @@ UNKNOWN_WORKFLOW = {
     "workflow": ['"nope" is not a registered workflow. Registered workflows: research.']
 }
 FILTER_ERRORS = _field_errors(
-    bad_filter={"status": ["Select a valid choice. bogus is not one of the available choices."]}
+    bad_filter={"status": ["Select a valid choice. bogus is not one of the available choices."]},
+    bad_page={"page": ["That page contains no results."]},
+)
+TOO_LARGE = _field_errors(
+    "Larger than `MAX_PAYLOAD_BYTES` (1 MiB by default); nothing was stored.",
+    too_large={"input": ["Input of workflow 'research' is 2,097,152 bytes as JSON; the limit "
+                         "is 1,048,576 (BELUGA_WORKFLOWS['MAX_PAYLOAD_BYTES']). Store large "
+                         "data elsewhere and pass a reference."]},
+)  # fmt: skip
+MINIMAL_WITHOUT_VIEW = (
+    "The run. A user without the `view` permission gets only its `id`, `run_id` and `status`."
 )
 UNAUTHENTICATED = _error("No credentials: log in (session) or send `Authorization: Token …`.")
 FORBIDDEN = _error("Authenticated, but without the model permission this operation needs.")
@@ -119,15 +130,52 @@ ID_PARAMETER = OpenApiParameter(
 
 
 class RunPagination(PageNumberPagination):
-    """The project's ``PAGE_SIZE`` by default; scripts may ask for up to 500 per page."""
+    """The project's ``PAGE_SIZE`` by default; scripts may ask for up to 500 per page.
+
+    A bad ``?page=`` or ``?page_size=`` is a 400 naming the parameter, like a bad filter value:
+    DRF would answer 404 for the one and silently use the default size for the other.
+    """
 
     page_size_query_param = "page_size"
+    page_size_query_description = "Runs per page, from 1 to 500; the project's PAGE_SIZE if absent."
     max_page_size = 500
 
     def get_page_size(self, request: Request) -> int | None:
         # Read per request: the class attribute froze PAGE_SIZE at import time.
         self.page_size = api_settings.PAGE_SIZE or 50
-        return super().get_page_size(request)
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= self.max_page_size:
+            message = f"Must be a whole number from 1 to {self.max_page_size}."
+            raise exceptions.ValidationError({self.page_size_query_param: [message]})
+        return size
+
+    # Django's paginator says why: not an integer, less than 1, or past the last page.
+    invalid_page_message = "{message}."
+
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except exceptions.NotFound as exc:
+            raise exceptions.ValidationError({self.page_query_param: [str(exc.detail)]}) from None
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"] = {"type": "integer", "minimum": 1}
+            elif parameter["name"] == self.page_size_query_param:
+                parameter["schema"] = {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": self.max_page_size,
+                }
+        return parameters
 
 
 class AuthenticateHeaderMixin:
@@ -217,13 +265,14 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         summary="Start a run",
         request=s.StartSerializer,
         responses={
-            201: s.RunSerializer,
+            201: OpenApiResponse(s.RunSerializer, description=MINIMAL_WITHOUT_VIEW),
             400: _field_errors(
                 unknown_workflow=UNKNOWN_WORKFLOW,
                 bad_timeout={"timeout": ["Must be a positive number of seconds."]},
             ),
             **READ_ERRORS,
             409: _error("A run with this id is already running."),
+            413: TOO_LARGE,
             415: NOT_JSON,
         },
         examples=[
@@ -282,11 +331,12 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         parameters=[ID_PARAMETER],
         request=s.SignalSerializer,
         responses={
-            202: s.RunSerializer,
+            202: OpenApiResponse(s.RunSerializer, description=MINIMAL_WITHOUT_VIEW),
             400: _field_errors(missing_name={"name": ["This field is required."]}),
             **READ_ERRORS,
             404: NOT_FOUND,
             409: _error("The run has already finished; the signal was not recorded."),
+            413: TOO_LARGE,
             415: NOT_JSON,
         },
         examples=[
@@ -325,7 +375,14 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         ],
         responses={
             200: s.QueryResultSerializer,
-            400: _error("No handler for this query type, or the handler failed."),
+            400: _field_errors(
+                "No handler for this query type, or the handler failed.",
+                no_handler={
+                    "query_type": [
+                        "No query handler named 'bogus'; this run answers: status, result, history."
+                    ]
+                },
+            ),
             **READ_ERRORS,
             404: NOT_FOUND,
         },
@@ -347,7 +404,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         parameters=[ID_PARAMETER],
         request=None,
         responses={
-            202: s.RunSerializer,
+            202: OpenApiResponse(s.RunSerializer, description=MINIMAL_WITHOUT_VIEW),
             **READ_ERRORS,
             404: NOT_FOUND,
             409: _error("The run has already finished."),
