@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from celery import current_app
@@ -29,12 +30,25 @@ class Sweeper(threading.Thread):
     def run(self) -> None:
         from .engine import sweeper
 
+        failing = False
+        # After a database outage the workers running attempts lost their locks with their
+        # connections; they take them back within REDISPATCH_AFTER (their leases), so only
+        # then may a free lock mean a dead worker.
+        attempts_after = 0.0
         while not self.stopping.is_set():
             try:
                 close_old_connections()
-                sweeper.sweep()
+                if failing:
+                    attempts_after = time.monotonic() + float(beluga_settings.REDISPATCH_AFTER)
+                sweeper.sweep(attempts=time.monotonic() >= attempts_after)
+                if failing:
+                    logger.warning("Sweeping again")
+                failing = False
             except Exception:  # a database restart must not kill the sweeper
-                logger.exception("Sweep failed; retrying")
+                # The whole story once; then quiet until it works again.
+                if not failing:
+                    logger.exception("Sweep failed; retrying every %ss", self.interval)
+                failing = True
             finally:
                 close_old_connections()
             self.stopping.wait(self.interval)
@@ -62,6 +76,7 @@ class Worker:
 
     def run(self) -> None:
         keep_connections(self.app)
+        survive_broker_restarts(self.app)
         sweeper = Sweeper(float(beluga_settings.POLL_INTERVAL)) if self.sweep else None
         worker_ready.connect(_announce, weak=False)
         if sweeper:
@@ -108,6 +123,22 @@ def keep_connections(app: Any) -> None:
             settings_dict["CONN_MAX_AGE"] = max_age
     if app.conf.get("CELERY_DB_REUSE_MAX") is None:
         app.conf["CELERY_DB_REUSE_MAX"] = 1_000_000
+
+
+def survive_broker_restarts(app: Any) -> None:
+    """On Redis, turn kombu's acknowledgement emulation off (unless the project set it).
+
+    With it on, a worker whose Redis restarts while a task runs tries to put the unacknowledged
+    message back on a connection Celery 5.7 has already discarded, and exits
+    (``AttributeError: 'NoneType' object has no attribute 'hostname'``). The engine never needs
+    the broker to deliver a message again: the sweeper re-sends lost work from the database.
+    """
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("redis", "rediss", "sentinel")):
+        return
+    options = dict(app.conf.broker_transport_options or {})
+    options.setdefault("ack_emulation", False)
+    app.conf.broker_transport_options = options
 
 
 def _announce(**kwargs: Any) -> None:

@@ -296,6 +296,37 @@ def test_a_dropped_connection_never_lets_a_running_activity_start_again(
     assert run_count(counter_dir, "sleepy") == 1
 
 
+def test_an_outcome_waits_out_a_database_outage_and_nothing_runs_again(
+    worker, executor, counter_dir
+):
+    """PostgreSQL refuses every connection from before the activity ends until well past
+    REDISPATCH_AFTER (2 s here): the worker keeps the outcome and records it when the database
+    is back; the sweeper, back too, leaves the attempt to its live worker."""
+    import psycopg
+    from django.db import connection
+
+    from tests import harness
+
+    handle = start(executor, wf.long_activity, 2)
+    wait_until(lambda: run_count(counter_dir, "sleepy") == 1, 20, message="activity started")
+    name = connection.settings_dict["NAME"]
+    url = harness.database_url(connection.settings_dict).rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> %s",
+                [name, connection.connection.info.backend_pid],
+            )
+            time.sleep(6)  # the activity ends meanwhile; its outcome cannot be written
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert handle.result(timeout=30) == "slept 2"
+    time.sleep(3)  # the sweeper had its chance
+    assert run_count(counter_dir, "sleepy") == 1
+
+
 @pytest.mark.broker
 def test_kill9_while_sleeping_then_the_timer_still_fires(worker, executor):
     handle = start(executor, wf.sleeper, 2)

@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import Any
 
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 from django.utils import timezone
 
 from .. import registry
@@ -59,7 +59,17 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
     key = locks.key(task_pk)
     previous = locks.take_pending()
     if claimed is None:
-        task = sql.claim_attempt(key, task_pk, previous)
+        try:
+            task = sql.claim_attempt(key, task_pk, previous)
+        except (OperationalError, InterfaceError):
+            # A kept connection that died since the last task (a restart, a terminated
+            # backend): the deferred lock died with it. Claim on a new one.
+            if connection.in_atomic_block:
+                raise
+            connection.close()
+            locks.forget()
+            previous = None
+            task = sql.claim_attempt(key, task_pk, None)
         if previous is not None:
             locks.released()
             previous = None
@@ -82,6 +92,13 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
         outcome = _execute(task, (task.deadline - now).total_seconds())
         if locks.epoch() != epoch:
             previous = None  # its connection died while the activity ran, and the lock with it
+        # The outcome is kept while the database is away: the attempt's lease and lock are
+        # taken again on each new connection, so the sweeper does not send it again meanwhile.
+        patience = max(3 * float(beluga_settings.REDISPATCH_AFTER), 30.0)
+
+        def relock() -> None:
+            renew_lease(task_pk, attempt)
+
         if previous is not None and "error" not in outcome:
             released, previous = previous, None
             locks.released()  # by the statement that records this outcome
@@ -91,10 +108,20 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
                 attempt,
                 run_pk=task.run_id,
                 release=released,
+                patience=patience,
+                on_reconnect=relock,
                 **outcome,
             )
         else:
-            with_reconnect(steps.finish_activity, task_pk, attempt, run_pk=task.run_id, **outcome)
+            with_reconnect(
+                steps.finish_activity,
+                task_pk,
+                attempt,
+                run_pk=task.run_id,
+                patience=patience,
+                on_reconnect=relock,
+                **outcome,
+            )
     finally:
         if not locks.held():
             pass  # the connection died and took every lock with it (see with_reconnect)

@@ -8,6 +8,7 @@ constraint backs that up.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -65,24 +66,41 @@ def latest_run(workflow_id: str) -> WorkflowRun:
 T = TypeVar("T")
 
 
-def with_reconnect(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def with_reconnect(
+    fn: Callable[..., T],
+    *args: Any,
+    patience: float = 0.0,
+    on_reconnect: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> T:
     """Run one of the engine's transactions; if the database connection died (a restart, a
-    terminated backend, an idle timeout), reconnect and run it once more.
+    terminated backend, an idle timeout), reconnect and run it once more — and with
+    ``patience``, keep trying for that many seconds while the database is away, calling
+    ``on_reconnect`` before each try.
 
     Safe for every engine write: each checks the run's state under its lock, so a write that
     did commit before the connection died is recognised (stale) and not recorded twice — and
     an activity's outcome is not lost with the connection. The advisory locks of the old
     session died with it.
     """
-    try:
-        return fn(*args, **kwargs)
-    except (OperationalError, InterfaceError):
-        if transaction.get_connection().in_atomic_block:
-            raise  # inside a caller's transaction: the caller decides
-        logger.warning("Lost the database connection; reconnecting", exc_info=True)
-        connection.close()
-        locks.forget()
-        return fn(*args, **kwargs)
+    deadline = time.monotonic() + patience
+    delay = 0.0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except (OperationalError, InterfaceError):
+            if transaction.get_connection().in_atomic_block:
+                raise  # inside a caller's transaction: the caller decides
+            if delay and time.monotonic() + delay > deadline:
+                raise
+            if not delay:
+                logger.warning("Lost the database connection; reconnecting", exc_info=True)
+            connection.close()
+            locks.forget()
+            time.sleep(delay)
+            delay = min(max(delay * 2, 0.1), 0.5)
+            if on_reconnect is not None:
+                on_reconnect()
 
 
 def to_event(row: WorkflowEvent) -> HistoryEvent:

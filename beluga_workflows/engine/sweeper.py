@@ -54,9 +54,11 @@ class _Backlog:
 backlog = _Backlog()
 
 
-def sweep() -> int:
-    """One pass; returns how many things it acted on."""
-    return fire_due_timers() + recover_activities() + recover_runs() + recover_child_outcomes()
+def sweep(attempts: bool = True) -> int:
+    """One pass; returns how many things it acted on. ``attempts=False`` leaves activity
+    attempts alone (just after a database outage, while live workers take their leases back)."""
+    recovered = recover_activities() if attempts else 0
+    return fire_due_timers() + recovered + recover_runs() + recover_child_outcomes()
 
 
 def fire_due_timers() -> int:
