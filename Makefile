@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_DATA_DIR := $(CURDIR)/.data/test
 PYTEST_ARGS ?=
 
-.PHONY: venv run test lint format check browser clean bench
+.PHONY: venv run test lint format check browser clean bench chaos
 
 venv: $(STAMP)
 
@@ -33,6 +33,13 @@ test: $(STAMP) browser lint check
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench,dev]'
 	BELUGA_DATA_DIR="$${BELUGA_DATA_DIR:-$(CURDIR)/.data}" $(PY) -m bench
+
+# The chaos test: 300 runs while the workers are killed with kill -9, PostgreSQL and Redis
+# restart and the workers' connections are terminated; checks every result, history and
+# activity execution, and prints the figures. Owns embedded services under .data/chaos, so it
+# restarts nothing anyone else uses. About 2 minutes; `make test` runs a 40-run version.
+chaos: $(STAMP)
+	$(PY) -m tests.chaos --runs 300
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -62,7 +69,7 @@ browser:
 	fi
 
 clean:
-	-@for dir in .data .data/test; do \
+	-@for dir in .data .data/test .data/chaos; do \
 		[ -x $(PY) ] && [ -d "$$dir" ] && $(PY) -m project.embedded stop --data-dir "$$dir"; \
 	done; true
 	rm -rf .data staticfiles build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

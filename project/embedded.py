@@ -83,6 +83,21 @@ def stop_services(data_dir: str | Path | None = None, timeout: float = 30.0) -> 
         _stop_pid(_read_pid(_redis_dir(data_dir) / "redis.pid"), signal.SIGTERM, timeout)
 
 
+def stop_database(data_dir: str | Path | None = None, timeout: float = 30.0) -> None:
+    """Stop PostgreSQL only (a fast shutdown, as in `stop_services`); `ensure_database`
+    starts it again. For fault injection (`tests/chaos.py` restarts it under load)."""
+    data_dir = _resolve(data_dir)
+    with _locked(data_dir):
+        _stop_pid(_postmaster_pid(data_dir), signal.SIGINT, timeout)
+
+
+def stop_broker(data_dir: str | Path | None = None, timeout: float = 30.0) -> None:
+    """Stop Redis only; `ensure_broker` starts it again with the queues it had."""
+    data_dir = _resolve(data_dir)
+    with _locked(data_dir):
+        _stop_pid(_read_pid(_redis_dir(data_dir) / "redis.pid"), signal.SIGTERM, timeout)
+
+
 def status(data_dir: str | Path | None = None) -> dict[str, str | None]:
     """The URL of each running server, or None for a stopped one. Starts nothing."""
     data_dir = _resolve(data_dir)
