@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -70,6 +70,30 @@ def wait_until(
 
 
 # Pointing a subprocess at the database pytest-django set up.
+
+
+@contextlib.contextmanager
+def database_outage() -> Iterator[None]:
+    """The test database refuses new connections and loses every session but this process's
+    own (the workers'), as in an outage that this process survives to watch; until the end."""
+    import psycopg
+    from django.db import connection
+
+    connection.ensure_connection()
+    params = connection.get_connection_params()
+    keep = {k: params[k] for k in ("user", "password", "host", "port") if params.get(k)}
+    name = connection.settings_dict["NAME"]
+    with psycopg.connect(dbname="postgres", autocommit=True, **keep) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> %s",
+                [name, connection.connection.info.backend_pid],
+            )
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
 
 
 def database_url(settings_dict: Mapping[str, Any]) -> str:

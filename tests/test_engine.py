@@ -302,26 +302,12 @@ def test_an_outcome_waits_out_a_database_outage_and_nothing_runs_again(
     """PostgreSQL refuses every connection from before the activity ends until well past
     REDISPATCH_AFTER (2 s here): the worker keeps the outcome and records it when the database
     is back; the sweeper, back too, leaves the attempt to its live worker."""
-    import psycopg
-    from django.db import connection
-
-    from tests import harness
+    from tests.harness import database_outage
 
     handle = start(executor, wf.long_activity, 2)
     wait_until(lambda: run_count(counter_dir, "sleepy") == 1, 20, message="activity started")
-    name = connection.settings_dict["NAME"]
-    url = harness.database_url(connection.settings_dict).rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        try:
-            admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> %s",
-                [name, connection.connection.info.backend_pid],
-            )
-            time.sleep(6)  # the activity ends meanwhile; its outcome cannot be written
-        finally:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    with database_outage():
+        time.sleep(6)  # the activity ends meanwhile; its outcome cannot be written
     assert handle.result(timeout=30) == "slept 2"
     time.sleep(3)  # the sweeper had its chance
     assert run_count(counter_dir, "sleepy") == 1

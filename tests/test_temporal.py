@@ -309,31 +309,16 @@ def test_the_mirror_catches_up_after_a_database_outage(
 ) -> None:
     """The worker's mirror cannot reach PostgreSQL while a run moves on; once it can, the row
     catches up (the failed copy is tried again) — no 5-minute wait, no stale row."""
-    from django.db import connection
+    from tests.harness import database_outage
 
     worker_factory()
     executor = workflow.new("temporal")
     start(executor, wf.two_signals, id="outage")
     wait_for_row("outage", "waiting for first", waiting_for="signal:first")
-    import psycopg
-
-    from tests import harness
-
-    name = connection.settings_dict["NAME"]
-    url = harness.database_url(connection.settings_dict).rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        try:
-            admin.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> %s",
-                [name, connection.connection.info.backend_pid],
-            )
-            _signal_with_the_cli(temporal_server, "outage", "first")
-            _wait_in_temporal(executor, "outage", "second")
-            time.sleep(2)  # the mirror tried, and failed, meanwhile
-        finally:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    with database_outage():
+        _signal_with_the_cli(temporal_server, "outage", "first")
+        _wait_in_temporal(executor, "outage", "second")
+        time.sleep(2)  # the mirror tried, and failed, meanwhile
     wait_for_row("outage", "row caught up", waiting_for="signal:second")
 
 
