@@ -2,7 +2,7 @@
 
 Runs are read-only here: rows are the engine's to write. Approve / Reject (the ``approval``
 signal with ``true`` / ``false``) and Cancel go through ``get_executor()``, are checked with the
-same permission rules as the REST API (:mod:`beluga_workflows.api.permissions`), record the
+same permission rules as the REST API (:mod:`beluga_workflows.permissions`), record the
 admin user as the sender, and are confirmed with a message. They exist as buttons on a run's
 page and on the pending-approvals page, and as bulk actions on the list.
 """
@@ -31,13 +31,13 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from . import timeline
-from .api.permissions import Operation, allowed, require, sender_name
 from .engine.store import to_event
 from .errors import WorkflowError
 from .executors import get_executor
 from .history import waits_for
 from .models import WorkflowRun
 from .options import Signal, Status
+from .permissions import Operation, allowed, require, sender_name
 
 APPROVAL = "approval"
 WAITING_FOR_APPROVAL = f"signal:{APPROVAL}"

@@ -71,9 +71,6 @@ beluga_settings = BelugaSettings()
 def _reload(*, setting: str, **kwargs: Any) -> None:
     if setting == "BELUGA_WORKFLOWS":
         beluga_settings.reload()
-        from . import executors
-
-        executors.reset_configured()
 
 
 setting_changed.connect(_reload)

@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .history import HistoryEvent
-from .interpreter import Decision, Machine, RunInfo, Suspend, call_workflow
+from .interpreter import Decision, Machine, RunInfo, Suspend
+from .replay import call_workflow
 
 _CLOSE = object()
 

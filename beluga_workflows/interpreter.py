@@ -26,15 +26,15 @@ Commands are emitted lazily, in the order the function created them, when it blo
 finishes): a signal wait that the history satisfies before the function blocks leaves no
 command, exactly as before futures existed, so older histories replay unchanged.
 
-Two ways to stop at an unanswered wait share this code: :class:`Replayer` raises
-:class:`Suspend` (a ``BaseException``, so user ``except Exception`` cannot swallow it) and
-re-runs from the start next time; :class:`~beluga_workflows.continuation.Continuation` parks
-the function's thread and resumes it when new events arrive, so a long run costs O(1) per step.
+Two ways to stop at an unanswered wait share this code (:mod:`.replay` calls the function):
+:class:`~beluga_workflows.replay.Replayer` raises :class:`Suspend` (a ``BaseException``, so
+user ``except Exception`` cannot swallow it) and re-runs from the start next time;
+:class:`~beluga_workflows.continuation.Continuation` parks the function in a greenlet and
+resumes it when new events arrive, so a long run costs O(1) per step.
 """
 
 from __future__ import annotations
 
-import inspect
 import random as _random
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import NonDeterminismError, QueryError, WorkflowCanceledError, WorkflowError
+from .errors import NonDeterminismError, WorkflowCanceledError
 from .futures import Future, SignalFuture, TimerFuture
 from .history import (
     COMMAND_EVENTS,
@@ -53,7 +53,6 @@ from .history import (
     Wait,
     describe,
 )
-from .serialization import ensure_json
 
 if TYPE_CHECKING:
     from .context import WorkflowContext
@@ -369,101 +368,3 @@ class Machine:
             read_through=self.pos,
             **outcome,
         )
-
-
-def _invoke(fn: Callable[..., Any], ctx: WorkflowContext, input: Any) -> Any:
-    """Call the workflow function; an ``async def`` one is driven without an event loop."""
-    if not inspect.iscoroutinefunction(fn):
-        return fn(ctx, input)
-    from .context import AsyncWorkflowContext
-
-    coro = fn(AsyncWorkflowContext(ctx), input)
-    try:
-        awaited = coro.send(None)
-    except StopIteration as stop:
-        return stop.value
-    except RuntimeError as exc:
-        if "no running event loop" not in str(exc):
-            raise
-        raise TypeError(_ASYNC_ONLY.format(ctx.workflow_id, "an asyncio call")) from exc
-    coro.close()
-    raise TypeError(_ASYNC_ONLY.format(ctx.workflow_id, repr(awaited)))
-
-
-_ASYNC_ONLY = (
-    "Workflow {!r} awaited {}: workflow code may await only workflow futures and ctx "
-    "methods (asyncio is not available in workflows; use ctx.sleep, ctx.gather and "
-    "ctx.wait_any, and put I/O in activities)."
-)
-
-
-def call_workflow(fn: Callable[..., Any], machine: Machine) -> Decision:
-    """Run ``fn`` on ``machine`` until it returns, fails, or blocks (via Suspend)."""
-    from .context import WorkflowContext
-
-    ctx = WorkflowContext(machine)
-    try:
-        try:
-            result = _invoke(fn, ctx, machine.info.input)
-        except ContinueAsNew as request:
-            machine.finish_check()
-            carried = ContinueAsNewRequest(request.input, machine.unclaimed_signals())
-            return machine.decision(done=True, continue_as_new=carried)
-        machine.finish_check()
-        ensure_json(result, f"Result of workflow {machine.info.workflow_name!r}")
-    except Suspend:
-        if machine.failure is not None:
-            return Decision(done=True, error=machine.failure)
-        return machine.decision()
-    except Abort:
-        return Decision(done=True, error=machine.failure)
-    except Exception as exc:  # the user's workflow failed, or was canceled
-        if machine.failure is not None:
-            return Decision(done=True, error=machine.failure)
-        return machine.decision(done=True, error=exc)
-    if machine.failure is not None:
-        return Decision(done=True, error=machine.failure)
-    return machine.decision(done=True, result=result)
-
-
-class Replayer:
-    """Runs the function from the start on every pass (what the Temporal executor uses)."""
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        info: RunInfo,
-        horizon: int | None = None,
-        patches: PatchPolicy | None = None,
-    ) -> None:
-        self.fn = fn
-        self.info = info
-        self.horizon = horizon
-        self.patches = patches
-        self.machine: Machine | None = None
-
-    def run(self, events: Sequence[HistoryEvent]) -> Decision:
-        def block() -> None:
-            assert self.machine is not None
-            self.machine.stopped = True
-            raise Suspend()
-
-        self.machine = Machine(self.info, events, block, self.horizon, self.patches)
-        return call_workflow(self.fn, self.machine)
-
-    def query(self, name: str) -> Any:
-        return run_query(self.machine, name)
-
-
-def run_query(machine: Machine | None, name: str) -> Any:
-    handlers = machine.query_handlers if machine is not None else {}
-    handler = handlers.get(name)
-    if handler is None:
-        known = ", ".join(["status", "result", "history", *sorted(handlers)])
-        raise QueryError(f"No query handler named {name!r}; this run answers: {known}.")
-    try:
-        return ensure_json(handler(), f"Result of query {name!r}")
-    except WorkflowError:
-        raise
-    except Exception as exc:
-        raise QueryError(f"Query handler {name!r} raised {type(exc).__name__}: {exc}") from exc

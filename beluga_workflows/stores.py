@@ -13,9 +13,9 @@ from dataclasses import replace
 from django.db import transaction
 
 from .errors import WorkflowError, WorkflowNotFoundError
-from .executors.base import WorkflowState
 from .models import WorkflowRun
 from .options import Status
+from .state import WorkflowState
 
 
 class WorkflowStore(abc.ABC):
@@ -80,14 +80,14 @@ class DjangoWorkflowStore(WorkflowStore):
 
     def load(self, workflow_id: str) -> WorkflowState:
         from .engine.store import latest_run
-        from .executors.default import run_state
+        from .state import run_state
 
         return run_state(latest_run(workflow_id))
 
     def list(
         self, status: Status | str | None = None, limit: int | None = None
     ) -> list[WorkflowState]:
-        from .executors.default import run_state
+        from .state import run_state
 
         runs = WorkflowRun.objects.order_by("-created_at", "-id")
         if status is not None:

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from celery import shared_task
 from django.db import close_old_connections, connection
 
+from .engine.dispatch import ACTIVITY_TASK, ADVANCE_TASK
+
 
 @contextlib.contextmanager
 def _unit_of_work() -> Iterator[None]:
@@ -39,7 +41,7 @@ def _unit_of_work() -> Iterator[None]:
         close_old_connections()
 
 
-@shared_task(name="beluga_workflows.advance_workflow", ignore_result=True, acks_late=True)
+@shared_task(name=ADVANCE_TASK, ignore_result=True, acks_late=True)
 def advance_workflow(run_pk: int) -> None:
     from .engine import steps
     from .engine.store import with_reconnect
@@ -48,7 +50,7 @@ def advance_workflow(run_pk: int) -> None:
         with_reconnect(steps.advance, run_pk)
 
 
-@shared_task(name="beluga_workflows.run_activity", ignore_result=True, acks_late=True)
+@shared_task(name=ACTIVITY_TASK, ignore_result=True, acks_late=True)
 def run_activity(task_pk: int, attempt: int) -> None:
     from .engine import activities
 

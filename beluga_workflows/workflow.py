@@ -33,7 +33,7 @@ from .errors import (
     WorkflowTimeoutError,
 )
 from .executors import get_executor, list_executors, new, register
-from .executors.base import DurableExecutor, WorkflowHandle, WorkflowState
+from .executors.base import DurableExecutor, WorkflowHandle
 from .futures import (
     ActivityFuture,
     ChildSignalFuture,
@@ -55,6 +55,7 @@ from .options import (
     with_activity_timeout,
 )
 from .registry import defn
+from .state import WorkflowState
 
 if TYPE_CHECKING:  # loaded lazily below: they need Django models
     from .executors.temporal.store import TemporalWorkflowStore

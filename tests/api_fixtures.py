@@ -21,8 +21,8 @@ from django.contrib.auth.models import Permission
 from rest_framework.test import APIClient
 
 from beluga_workflows import workflow
-from beluga_workflows.api.permissions import Operation
 from beluga_workflows.models import WorkflowRun
+from beluga_workflows.permissions import Operation
 
 PASSWORD = "correct horse battery staple"
 

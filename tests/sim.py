@@ -24,7 +24,8 @@ from beluga_workflows.history import (
     StartTimer,
     WaitSignal,
 )
-from beluga_workflows.interpreter import Decision, Replayer, RunInfo
+from beluga_workflows.interpreter import Decision, RunInfo
+from beluga_workflows.replay import Replayer
 
 E = EventType
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -17,7 +17,8 @@ from beluga_workflows import registry
 from beluga_workflows.continuation import Continuation
 from beluga_workflows.errors import NonDeterminismError
 from beluga_workflows.history import EventType, HistoryEvent
-from beluga_workflows.interpreter import Decision, Replayer, RunInfo
+from beluga_workflows.interpreter import Decision, RunInfo
+from beluga_workflows.replay import Replayer
 from tests.golden import workflows  # noqa: F401  (registers the golden workflows)
 from tests.sim import summary
 

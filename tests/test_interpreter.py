@@ -9,7 +9,8 @@ import pytest
 from beluga_workflows import workflow
 from beluga_workflows.continuation import Continuation
 from beluga_workflows.history import EventType, HistoryEvent, ScheduleActivity, WaitSignal
-from beluga_workflows.interpreter import Replayer, RunInfo
+from beluga_workflows.interpreter import RunInfo
+from beluga_workflows.replay import Replayer
 
 pytestmark = pytest.mark.core
 

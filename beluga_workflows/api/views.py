@@ -40,12 +40,13 @@ from ..errors import (
     WorkflowNotFoundError,
 )
 from ..executors import get_executor
-from ..executors.default import run_state
 from ..models import WorkflowRun
 from ..options import Signal, Status, WorkflowOptions
+from ..permissions import Operation, allowed, sender_name
+from ..state import run_state
 from . import serializers as s
 from .filters import ApprovalFilter, RunFilter
-from .permissions import Operation, WorkflowPermission, allowed, sender_name
+from .permissions import WorkflowPermission
 
 
 class SafeJSONParser(JSONParser):

@@ -18,12 +18,17 @@ from . import eager, locks
 logger = logging.getLogger("beluga_workflows")
 
 
-def _send(task_name: str, args: tuple[Any, ...], queue: str, countdown: float | None) -> None:
-    from .. import tasks
+#: The Celery task names (:mod:`beluga_workflows.tasks` defines the tasks; the engine sends
+#: them by name, so it never imports the layer above it).
+ADVANCE_TASK = "beluga_workflows.advance_workflow"
+ACTIVITY_TASK = "beluga_workflows.run_activity"
 
-    task = getattr(tasks, task_name)
+
+def _send(task_name: str, args: tuple[Any, ...], queue: str, countdown: float | None) -> None:
+    from celery import current_app
+
     try:
-        task.apply_async(args, queue=queue, countdown=countdown)
+        current_app.send_task(task_name, args, queue=queue, countdown=countdown)
     except Exception:  # the broker is down: the sweeper will send it later
         logger.warning(
             "Could not send %s%r to the broker; will retry", task_name, args, exc_info=True
@@ -32,7 +37,7 @@ def _send(task_name: str, args: tuple[Any, ...], queue: str, countdown: float | 
 
 def advance(run_pk: int) -> None:
     queue = beluga_settings.WORKFLOW_QUEUE
-    transaction.on_commit(lambda: _send("advance_workflow", (run_pk,), queue, None))
+    transaction.on_commit(lambda: _send(ADVANCE_TASK, (run_pk,), queue, None))
 
 
 def activity(
@@ -57,7 +62,7 @@ def send_activity(
             locks.release(locks.key(task_pk))
         except Exception:  # the connection is gone, and the lock with it
             logger.warning("Could not release the lock of attempt %s", task_pk, exc_info=True)
-    _send("run_activity", (task_pk, attempt), beluga_settings.ACTIVITY_QUEUE, countdown or None)
+    _send(ACTIVITY_TASK, (task_pk, attempt), beluga_settings.ACTIVITY_QUEUE, countdown or None)
 
 
 def queued(queue: str) -> int | None:

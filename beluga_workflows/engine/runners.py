@@ -18,8 +18,9 @@ from django.db import transaction
 from ..conf import beluga_settings
 from ..continuation import Continuation
 from ..history import HistoryEvent
-from ..interpreter import Decision, Replayer, RunInfo
+from ..interpreter import Decision, RunInfo
 from ..models import WorkflowRun
+from ..replay import Replayer
 from .sql import Prefetched
 from .store import Appender, load_history
 

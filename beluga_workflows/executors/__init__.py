@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
+from django.core.signals import setting_changed
+
+from ..conf import beluga_settings
 from ..errors import ExecutorNotFoundError
 from ..options import Config
 from .base import DurableExecutor
@@ -42,8 +46,6 @@ def new(name: str | None = None, config: Config | None = None) -> DurableExecuto
 def get_executor() -> DurableExecutor:
     """The executor chosen by ``BELUGA_WORKFLOWS["EXECUTOR"]``, built once per process."""
     global _configured
-    from ..conf import beluga_settings
-
     with _lock:
         current = _configured
     if current is None or current.name != beluga_settings.EXECUTOR:
@@ -53,10 +55,16 @@ def get_executor() -> DurableExecutor:
     return current
 
 
-def reset_configured() -> None:
+def reset_configured(**kwargs: Any) -> None:
+    """Forget the configured executor (connected to ``setting_changed`` for tests)."""
     global _configured
+    if kwargs.get("setting", "BELUGA_WORKFLOWS") != "BELUGA_WORKFLOWS":
+        return
     with _lock:
         _configured = None
+
+
+setting_changed.connect(reset_configured)
 
 
 def _default(config: Config) -> DurableExecutor:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 from ..errors import (
@@ -16,56 +14,7 @@ from ..errors import (
 )
 from ..history import HistoryEvent
 from ..options import Signal, Status, WorkflowOptions
-
-
-@dataclass(frozen=True)
-class WorkflowState:
-    """A run as executors, stores, the CLI and the API describe it."""
-
-    workflow_id: str
-    run_id: str
-    workflow: str
-    status: Status
-    input: Any = None
-    result: Any = None
-    error: dict[str, Any] | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    waiting_for: str = ""
-    waiting_since: datetime | None = None
-    waiting_deadline: datetime | None = None
-    #: The parent run's workflow id and run id, for a child workflow.
-    parent_id: str | None = None
-    parent_run_id: str | None = None
-    #: Child workflows this run started: ``{"id", "run_id", "workflow", "status"}`` each.
-    children: tuple[dict[str, Any], ...] = ()
-    #: The run this one continues, and the run that continues it (``continue_as_new``).
-    continued_from: str | None = None
-    continued_as: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat() if value else None
-
-        return {
-            "id": self.workflow_id,
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "status": self.status.value,
-            "input": self.input,
-            "result": self.result,
-            "error": self.error,
-            "created_at": iso(self.created_at),
-            "updated_at": iso(self.updated_at),
-            "waiting_for": self.waiting_for,
-            "waiting_since": iso(self.waiting_since),
-            "waiting_deadline": iso(self.waiting_deadline),
-            "parent_id": self.parent_id,
-            "parent_run_id": self.parent_run_id,
-            "children": list(self.children),
-            "continued_from": self.continued_from,
-            "continued_as": self.continued_as,
-        }
+from ..state import WorkflowState
 
 
 def raise_for_outcome(

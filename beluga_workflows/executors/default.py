@@ -13,47 +13,12 @@ from ..errors import (
     ResultTimeoutError,
 )
 from ..history import HistoryEvent
-from ..interpreter import Replayer, RunInfo, run_query
+from ..interpreter import RunInfo
 from ..models import WorkflowRun
 from ..options import Config, Signal, Status, WorkflowOptions
-from .base import DurableExecutor, WorkflowHandle, WorkflowState, raise_for_outcome
-
-
-def run_state(run: WorkflowRun, children: bool = False) -> WorkflowState:
-    """A run as every executor describes it; ``children`` lists them (one more query)."""
-    parent = run.parent
-    kids: tuple[dict[str, Any], ...] = ()
-    if children:
-        kids = tuple(
-            {"id": wid, "run_id": str(rid), "workflow": name, "status": status}
-            for wid, rid, name, status in run.children.order_by("parent_step", "id").values_list(
-                "workflow_id", "run_id", "workflow_name", "status"
-            )
-        )
-    successor = (
-        run.continuations.values_list("run_id", flat=True).first()
-        if run.status == Status.CONTINUED_AS_NEW.value
-        else None
-    )
-    return WorkflowState(
-        workflow_id=run.workflow_id,
-        run_id=str(run.run_id),
-        workflow=run.workflow_name,
-        status=Status(run.status),
-        input=run.input,
-        result=run.result,
-        error=run.error,
-        created_at=run.created_at,
-        updated_at=run.updated_at,
-        waiting_for=run.waiting_for,
-        waiting_since=run.waiting_since,
-        waiting_deadline=run.waiting_deadline,
-        parent_id=parent.workflow_id if parent else None,
-        parent_run_id=str(parent.run_id) if parent else None,
-        children=kids,
-        continued_from=str(run.continued_from.run_id) if run.continued_from else None,
-        continued_as=str(successor) if successor else None,
-    )
+from ..replay import Replayer, run_query
+from ..state import WorkflowState, run_state
+from .base import DurableExecutor, WorkflowHandle, raise_for_outcome
 
 
 class DefaultHandle(WorkflowHandle):

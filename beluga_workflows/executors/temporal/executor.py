@@ -35,7 +35,8 @@ from ...errors import (
 from ...history import HistoryEvent
 from ...options import Config, Signal, Status, WorkflowOptions, to_timedelta
 from ...serialization import ensure_json, ensure_size
-from ..base import DurableExecutor, WorkflowHandle, WorkflowState, raise_for_outcome
+from ...state import WorkflowState
+from ..base import DurableExecutor, WorkflowHandle, raise_for_outcome
 from . import client as temporal_client
 from . import convert
 from .translate import RunRecord, Tail, translate

@@ -16,8 +16,8 @@ from temporalio.service import RPCError
 
 from ...errors import WorkflowError, WorkflowNotFoundError
 from ...options import Config, Status
+from ...state import WorkflowState
 from ...stores import WorkflowStore
-from ..base import WorkflowState
 from . import convert
 from .executor import TemporalExecutor
 

@@ -41,7 +41,7 @@ from ...errors import (
 from ...history import EventType, HistoryEvent, Wait, describe, waiting_label
 from ...options import Status
 from ...registry import display_name
-from ..base import WorkflowState
+from ...state import WorkflowState
 from . import convert
 from .translate_children import CompositionFold
 

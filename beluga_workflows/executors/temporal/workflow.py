@@ -52,8 +52,9 @@ from ...history import (
     WaitSignal,
     waiting_label,
 )
-from ...interpreter import Decision, Replayer, RunInfo
+from ...interpreter import Decision, RunInfo
 from ...options import ParentClosePolicy, Status
+from ...replay import Replayer
 from . import changes, convert
 from .operations import Operations
 

@@ -2,7 +2,7 @@
 
 Every action goes through ``get_executor()``, like the REST API and the admin. With
 ``--user NAME`` the command acts as that user: the same permission rules as the API apply
-(:mod:`beluga_workflows.api.permissions`) and signals record the user as sender. Without it the
+(:mod:`beluga_workflows.permissions`) and signals record the user as sender. Without it the
 shell is trusted (whoever can run ``manage.py`` can read the database anyway) and signals record
 ``cli:<os user>``.
 """
@@ -19,7 +19,6 @@ from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import registry, timeline
-from ...api.permissions import Operation, allowed, require, sender_name
 from ...errors import (
     InvalidPayloadError,
     WorkflowAlreadyStartedError,
@@ -29,9 +28,10 @@ from ...errors import (
     WorkflowNotFoundError,
 )
 from ...executors import get_executor
-from ...executors.base import WorkflowState
 from ...models import WorkflowRun
 from ...options import Signal, Status, WorkflowOptions
+from ...permissions import Operation, allowed, require, sender_name
+from ...state import WorkflowState
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -262,7 +262,7 @@ class Command(BaseCommand):
             )
 
     def do_list(self, options: dict[str, Any]) -> None:
-        from ...executors.default import run_state
+        from ...state import run_state
 
         runs = WorkflowRun.objects.select_related("parent", "continued_from").order_by(
             "-created_at", "-id"

@@ -1,0 +1,98 @@
+"""A run as every executor, store, the CLI and the API describe it (:class:`WorkflowState`),
+and how a row of the run table becomes one (:func:`run_state`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .models import WorkflowRun
+from .options import Status
+
+
+@dataclass(frozen=True)
+class WorkflowState:
+    """A run as executors, stores, the CLI and the API describe it."""
+
+    workflow_id: str
+    run_id: str
+    workflow: str
+    status: Status
+    input: Any = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    waiting_for: str = ""
+    waiting_since: datetime | None = None
+    waiting_deadline: datetime | None = None
+    #: The parent run's workflow id and run id, for a child workflow.
+    parent_id: str | None = None
+    parent_run_id: str | None = None
+    #: Child workflows this run started: ``{"id", "run_id", "workflow", "status"}`` each.
+    children: tuple[dict[str, Any], ...] = ()
+    #: The run this one continues, and the run that continues it (``continue_as_new``).
+    continued_from: str | None = None
+    continued_as: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.workflow_id,
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": self.status.value,
+            "input": self.input,
+            "result": self.result,
+            "error": self.error,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "waiting_for": self.waiting_for,
+            "waiting_since": iso(self.waiting_since),
+            "waiting_deadline": iso(self.waiting_deadline),
+            "parent_id": self.parent_id,
+            "parent_run_id": self.parent_run_id,
+            "children": list(self.children),
+            "continued_from": self.continued_from,
+            "continued_as": self.continued_as,
+        }
+
+
+def run_state(run: WorkflowRun, children: bool = False) -> WorkflowState:
+    """A run as every executor describes it; ``children`` lists them (one more query)."""
+    parent = run.parent
+    kids: tuple[dict[str, Any], ...] = ()
+    if children:
+        kids = tuple(
+            {"id": wid, "run_id": str(rid), "workflow": name, "status": status}
+            for wid, rid, name, status in run.children.order_by("parent_step", "id").values_list(
+                "workflow_id", "run_id", "workflow_name", "status"
+            )
+        )
+    successor = (
+        run.continuations.values_list("run_id", flat=True).first()
+        if run.status == Status.CONTINUED_AS_NEW.value
+        else None
+    )
+    return WorkflowState(
+        workflow_id=run.workflow_id,
+        run_id=str(run.run_id),
+        workflow=run.workflow_name,
+        status=Status(run.status),
+        input=run.input,
+        result=run.result,
+        error=run.error,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        waiting_for=run.waiting_for,
+        waiting_since=run.waiting_since,
+        waiting_deadline=run.waiting_deadline,
+        parent_id=parent.workflow_id if parent else None,
+        parent_run_id=str(parent.run_id) if parent else None,
+        children=kids,
+        continued_from=str(run.continued_from.run_id) if run.continued_from else None,
+        continued_as=str(successor) if successor else None,
+    )
