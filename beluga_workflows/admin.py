@@ -30,7 +30,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from . import timeline
+from . import registry, timeline
 from .engine.store import to_event
 from .errors import WorkflowError
 from .executors import get_executor
@@ -39,8 +39,21 @@ from .models import WorkflowRun
 from .options import Signal, Status
 from .permissions import Operation, allowed, require, sender_name
 
-APPROVAL = "approval"
-WAITING_FOR_APPROVAL = f"signal:{APPROVAL}"
+
+def _waiting_for_signal(signal: str) -> Q:
+    wanted = f"signal:{signal}"
+    return Q(waiting_for=wanted) | Q(waiting_for__startswith=f"{wanted}, ")
+
+
+def waiting_for_approval() -> Q:
+    """Runs blocked on their workflow's approval signal (``approval`` unless it chose another)."""
+    custom = registry.custom_approval_signals()
+    condition = _waiting_for_signal(registry.DEFAULT_APPROVAL_SIGNAL) & ~Q(
+        workflow_name__in=list(custom)
+    )
+    for workflow, signal in custom.items():
+        condition |= Q(workflow_name=workflow) & _waiting_for_signal(signal)
+    return condition
 
 
 class WaitingFilter(admin.SimpleListFilter):
@@ -61,10 +74,7 @@ class WaitingFilter(admin.SimpleListFilter):
             return queryset
         running = queryset.filter(status=Status.RUNNING.value)
         if value == "approval":
-            return running.filter(
-                Q(waiting_for=WAITING_FOR_APPROVAL)
-                | Q(waiting_for__startswith=f"{WAITING_FOR_APPROVAL}, ")
-            )
+            return running.filter(waiting_for_approval())
         return running.filter(waiting_for__startswith=f"{value}:")
 
 
@@ -91,7 +101,8 @@ def _when(value: Any) -> str:
 
 
 def waits_for_approval(run: WorkflowRun) -> bool:
-    return run.status == Status.RUNNING.value and waits_for(run.waiting_for, "signal", APPROVAL)
+    signal = registry.approval_signal(run.workflow_name)
+    return run.status == Status.RUNNING.value and waits_for(run.waiting_for, "signal", signal)
 
 
 @admin.register(WorkflowRun)
@@ -244,7 +255,10 @@ class WorkflowRunAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": "Pending approvals",
-            "runs": [(run, timeline.short_json(run.input, 60)) for run in self._pending()[:500]],
+            "runs": [
+                (run, timeline.short_json(run.input, 60), waits_for_approval(run))
+                for run in self._pending()[:500]
+            ],
             "can_signal": allowed(request.user, Operation.SIGNAL),
             "now": timezone.now(),
         }
@@ -271,10 +285,11 @@ class WorkflowRunAdmin(admin.ModelAdmin):
                     "nothing was sent."
                 )
             sender = sender_name(request.user)
-            get_executor().signal(run.workflow_id, Signal(APPROVAL, payload, sender=sender))
+            signal = registry.approval_signal(run.workflow_name)
+            get_executor().signal(run.workflow_id, Signal(signal, payload, sender=sender))
             verb = "Approved" if payload else "Rejected"
             value = "true" if payload else "false"
-            return f"{verb} {run.workflow_id!r}: sent the approval signal ({value}) as {sender}."
+            return f"{verb} {run.workflow_id!r}: sent the {signal!r} signal ({value}) as {sender}."
 
         return send
 

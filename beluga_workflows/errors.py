@@ -134,6 +134,10 @@ class ExecutorNotFoundError(WorkflowError):
         super().__init__(f"No executor named {name!r}; registered executors: {', '.join(known)}.")
 
 
+class MissingDependencyError(WorkflowError, ImportError):
+    """An optional part was used without the package it needs (the message says which extra)."""
+
+
 class InvalidPayloadError(WorkflowError, TypeError):
     """A workflow input, result, activity input/result or signal payload is not JSON (or
     JSON that cannot be stored: a NUL character, a lone surrogate, too deep, too big)."""

@@ -23,11 +23,27 @@ from .errors import UntrustedReferenceError, WorkflowNameError
 
 _lock = threading.Lock()
 _by_name: dict[str, Callable[..., Any]] = {}
+_approval_signals: dict[str, str] = {}
 _ATTR = "__beluga_workflow_name__"
 
+#: The signal the admin's Approve / Reject buttons send (``true`` / ``false``) unless a workflow
+#: names its own with ``@workflow.defn(approval_signal=...)``.
+DEFAULT_APPROVAL_SIGNAL = "approval"
 
-def defn(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
-    """Register a workflow function under a public name (default: the function's name)."""
+
+def defn(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    approval_signal: str = DEFAULT_APPROVAL_SIGNAL,
+) -> Any:
+    """Register a workflow function under a public name (default: the function's name).
+
+    ``approval_signal`` names the signal the workflow waits on for a human decision: the
+    admin shows Approve / Reject for a run waiting on it, and sends it ``true`` / ``false``.
+    """
+    if not isinstance(approval_signal, str) or not approval_signal.strip():
+        raise ValueError(f"approval_signal must be a signal name, not {approval_signal!r}.")
 
     def register(f: Callable[..., Any]) -> Callable[..., Any]:
         public = name or f.__name__
@@ -38,6 +54,10 @@ def defn(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> An
                     f"Workflow name {public!r} is already used by {reference(known)}."
                 )
             _by_name[public] = f
+            if approval_signal == DEFAULT_APPROVAL_SIGNAL:
+                _approval_signals.pop(public, None)
+            else:
+                _approval_signals[public] = approval_signal
         setattr(f, _ATTR, public)
         return f
 
@@ -58,6 +78,18 @@ def reference(fn: Callable[..., Any]) -> str:
 def workflow_name(fn: Callable[..., Any]) -> str:
     """The name a run records: the public name if registered, else the import reference."""
     return getattr(fn, _ATTR, None) or reference(fn)
+
+
+def approval_signal(workflow: str) -> str:
+    """The approval signal of the workflow with this public name (or reference)."""
+    with _lock:
+        return _approval_signals.get(workflow, DEFAULT_APPROVAL_SIGNAL)
+
+
+def custom_approval_signals() -> dict[str, str]:
+    """Public name → approval signal, for the workflows that chose their own."""
+    with _lock:
+        return dict(_approval_signals)
 
 
 def public_names() -> list[str]:

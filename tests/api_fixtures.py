@@ -34,6 +34,14 @@ def needs_approval(ctx: workflow.WorkflowContext, request: Any) -> Any:
     return {"request": request, "approved": signal.payload is True}
 
 
+@workflow.defn(name="api_expense", approval_signal="manager_decision")
+def expense(ctx: workflow.WorkflowContext, request: Any) -> Any:
+    """Names its own approval signal: a `details` signal first, then the manager's decision."""
+    ctx.wait_for_signal("details")
+    decision = ctx.wait_for_signal("manager_decision")
+    return {"request": request, "approved": decision.payload is True}
+
+
 @workflow.defn(name="api_echo")
 def echo(ctx: workflow.WorkflowContext, value: Any) -> Any:
     ctx.set_query_handler("double", lambda: [value, value])

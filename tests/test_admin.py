@@ -12,7 +12,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.test import Client
 
-from beluga_workflows import timeline
+from beluga_workflows import registry, timeline, workflow
 from beluga_workflows.history import EventType, HistoryEvent
 from beluga_workflows.models import WorkflowRun
 from tests.api_fixtures import drive, event_types, signals, start, users_fixture  # noqa: F401
@@ -184,6 +184,36 @@ def test_buttons_return_to_a_safe_next_page_only(login):
 
 
 # The pending-approvals page and bulk actions.
+
+
+@pytest.mark.core
+def test_a_workflow_names_its_own_approval_signal(login):
+    run = start("api_expense", "expense-1", "taxi")
+    client = login("reviewer")
+    # Waiting for `details`, not for its approval signal: no buttons, not pending approval.
+    assert "expense-1" not in client.get(CHANGELIST, {"waiting": "approval"}).content.decode()
+    assert ">Approve</button>" not in client.get(page(run)).content.decode()
+    assert client.post(page(run, "approve"), follow=True).status_code == 200
+    assert signals(run) == []
+
+    workflow.get_executor().signal("expense-1", workflow.Signal("details", {"km": 12}))
+    run = drive("expense-1")
+    assert run.waiting_for == "signal:manager_decision"
+    assert "expense-1" in client.get(CHANGELIST, {"waiting": "approval"}).content.decode()
+    assert ">Approve</button>" in client.get(page(run)).content.decode()
+    assert ">Approve</button>" in client.get(APPROVALS).content.decode()
+
+    response = client.post(page(run, "approve"), follow=True)
+    assert any("'manager_decision' signal (true)" in m for m in messages_of(response))
+    assert signals(run)[-1] == {"name": "manager_decision", "payload": True, "sender": "reviewer"}
+    assert drive("expense-1").result == {"request": "taxi", "approved": True}
+
+
+def test_an_approval_signal_must_be_a_name():
+    with pytest.raises(ValueError, match="approval_signal must be a signal name"):
+        workflow.defn(name="bad_approval", approval_signal=" ")
+    assert registry.approval_signal("api_approval") == "approval"
+    assert registry.approval_signal("api_expense") == "manager_decision"
 
 
 @pytest.mark.core

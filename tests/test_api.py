@@ -352,9 +352,9 @@ def test_schema_describes_every_endpoint_body_and_error(api):
     for (path, method), codes in expected.items():
         assert set(paths[path][method]["responses"]) == codes, (path, method)
     components = schema["components"]["schemas"]
-    assert "research" in components["WorkflowEnum"]["enum"]
-    assert set(components["Signal"]["required"]) == {"name"}
-    assert {"workflow", "id", "input", "timeout"} <= set(components["Start"]["properties"])
+    assert "research" in components["BelugaWorkflowEnum"]["enum"]
+    assert set(components["BelugaSignal"]["required"]) == {"name"}
+    assert {"workflow", "id", "input", "timeout"} <= set(components["BelugaStart"]["properties"])
 
 
 def test_schema_docs_page_is_served_without_a_cdn(users):
@@ -410,3 +410,44 @@ def test_tutorial_approval_through_the_api_with_a_worker(worker, api):
     again = api("reviewer").post(url("research-q4-2025", "signal"), {"name": "approval"},
                                  format="json")  # fmt: skip
     assert again.status_code == 409
+
+
+# The project's own DRF settings: which apply to this API, and which it keeps to itself.
+
+
+def test_a_project_wide_permission_default_also_guards_this_api(api, settings, users):
+    # A project that limits its whole API to staff limits this one too (both must allow).
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    }
+    users["viewer"].is_staff = False  # the fixtures' users are staff (for the admin)
+    users["viewer"].save()
+    assert api("viewer").get("/api/workflows/").status_code == 403
+    assert api("viewer").get("/api/").status_code == 403
+    users["viewer"].is_staff = True
+    users["viewer"].save()
+    assert api("viewer").get("/api/workflows/").status_code == 200
+    # ...and our own permission still applies on top: staff without `add` cannot start.
+    assert (
+        api("viewer").post("/api/workflows/", {"workflow": "api_echo"}, format="json").status_code
+        == 403
+    )
+
+
+def test_filters_and_pagination_ignore_the_project_defaults(api, settings):
+    # With no filter backend and limit/offset pagination as the project's defaults, the
+    # filters still filter and the pages are still numbered (as documented for this API).
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_FILTER_BACKENDS": [],
+        "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    }
+    start("api_approval", "order-1")
+    start("api_echo", "echo-1", 1)
+    viewer = api("viewer")
+    running = viewer.get("/api/workflows/", {"status": "running"}).json()
+    assert [r["id"] for r in running["results"]] == ["order-1"]
+    assert viewer.get("/api/workflows/", {"status": "bogus"}).status_code == 400
+    assert viewer.get("/api/approvals/", {"signal": "nope"}).json()["results"] == []
+    assert viewer.get("/api/workflows/", {"page_size": 1, "page": 2}).json()["count"] == 2

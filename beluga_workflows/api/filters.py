@@ -11,6 +11,7 @@ from typing import Any
 
 import django_filters
 from django.db.models import Q
+from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
 
 from ..models import WorkflowRun
@@ -87,3 +88,11 @@ class ApprovalFilter(django_filters.FilterSet):
             | Q(waiting_for__startswith=f"{wanted}, ")
             | Q(waiting_for__startswith=f"{wanted} (")
         )
+
+
+class FilterBackend(DjangoFilterBackend):
+    """django-filter's backend, set on our views so the filters work whatever the project's
+    ``DEFAULT_FILTER_BACKENDS`` say; its form in the browsable API uses our template, so
+    ``django_filters`` need not be in ``INSTALLED_APPS``."""
+
+    template = "beluga_workflows/api/filter_form.html"

@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.settings import api_settings
 
 from ..permissions import Operation, allowed, denial_message
 
@@ -25,3 +26,10 @@ class WorkflowPermission(BasePermission):
             return True
         self.message = denial_message(request.user, operation)
         return False
+
+
+def with_project_defaults(*ours: BasePermission) -> list[BasePermission]:
+    """Our permission, then every class in the project's ``DEFAULT_PERMISSION_CLASSES``: all must
+    allow. A project that limits its whole API (e.g. ``IsAdminUser``) limits this one too;
+    DRF's own default, ``AllowAny``, adds nothing. Read per request, as DRF does."""
+    return [*ours, *(cls() for cls in api_settings.DEFAULT_PERMISSION_CLASSES)]

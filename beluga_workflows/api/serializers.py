@@ -18,6 +18,7 @@ from rest_framework import serializers
 from .. import registry
 from ..history import EventType
 from ..options import MAX_DURATION, Status, check_workflow_id
+from .schema import component
 
 STATUS_CHOICES = [s.value for s in Status]
 
@@ -47,6 +48,7 @@ class JSONNumberField(serializers.FloatField):
         return float(super().to_internal_value(data))
 
 
+@component("Child")
 class ChildSerializer(serializers.Serializer):
     """A child workflow, as its parent's detail lists it."""
 
@@ -56,6 +58,7 @@ class ChildSerializer(serializers.Serializer):
     status = serializers.CharField(read_only=True, allow_null=True)
 
 
+@component("Run")
 class RunSerializer(serializers.Serializer):
     """A run; ``id`` is the workflow id, ``run_id`` tells apart runs that reused it."""
 
@@ -121,6 +124,7 @@ class TimeoutField(JSONNumberField):
     """Seconds: more than 0, at most :data:`~beluga_workflows.options.MAX_DURATION`."""
 
 
+@component("Start")
 class StartSerializer(serializers.Serializer):
     """Body of ``POST /workflows/``. Only registered public names can be started."""
 
@@ -184,6 +188,7 @@ class SignalNameField(JSONStringField):
     """Surrounding whitespace is trimmed; what is left must not be empty."""
 
 
+@component("Signal")
 class SignalSerializer(serializers.Serializer):
     """Body of ``POST /workflows/{id}/signal/``; the sender is the authenticated user."""
 
@@ -196,6 +201,7 @@ class SignalSerializer(serializers.Serializer):
     )
 
 
+@component("Event")
 class EventSerializer(serializers.Serializer):
     """One history event, from :class:`~beluga_workflows.history.HistoryEvent`."""
 
@@ -219,10 +225,12 @@ class EventSerializer(serializers.Serializer):
     )
 
 
+@component("QueryResult")
 class QueryResultSerializer(serializers.Serializer):
     result = serializers.JSONField(allow_null=True, help_text="The query handler's answer.")
 
 
+@component("Approval")
 class ApprovalSerializer(serializers.Serializer):
     """A run that is waiting for a signal, read from the run table."""
 
@@ -244,6 +252,7 @@ class ApprovalSerializer(serializers.Serializer):
         return first.removeprefix("signal:").split(" (")[0]
 
 
+@component("Error")
 class ErrorSerializer(serializers.Serializer):
     """The body of 401, 403, 404 and 409 answers."""
 

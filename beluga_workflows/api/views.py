@@ -19,7 +19,6 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
-    extend_schema,
     extend_schema_view,
 )
 from rest_framework import exceptions, mixins, status, viewsets
@@ -45,8 +44,10 @@ from ..options import Signal, Status, WorkflowOptions
 from ..permissions import Operation, allowed, sender_name
 from ..state import run_state
 from . import serializers as s
-from .filters import ApprovalFilter, RunFilter
-from .permissions import WorkflowPermission
+from .authentication import AuthenticateHeaderMixin
+from .filters import ApprovalFilter, FilterBackend, RunFilter
+from .permissions import WorkflowPermission, with_project_defaults
+from .schema import ApiSchema, operation
 
 
 class SafeJSONParser(JSONParser):
@@ -179,24 +180,8 @@ class RunPagination(PageNumberPagination):
         return parameters
 
 
-class AuthenticateHeaderMixin:
-    """Answer 401 (not 403) to anonymous requests whenever any configured scheme can say so.
-
-    DRF asks only the *first* authentication class for a ``WWW-Authenticate`` header, and
-    session authentication has none, so with the usual ``[Session, Token]`` order anonymous
-    clients would get 403 — indistinguishable from a missing permission.
-    """
-
-    def get_authenticate_header(self, request: Request) -> str | None:
-        for authenticator in request.authenticators:
-            header = authenticator.authenticate_header(request)
-            if header:
-                return str(header)
-        return None
-
-
 @extend_schema_view(
-    list=extend_schema(
+    list=operation(
         summary="List runs",
         description="Newest first, paginated. Every run is listed, including earlier runs "
         "of a reused workflow id.",
@@ -209,8 +194,10 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
     queryset = WorkflowRun.objects.select_related("parent", "continued_from")
     serializer_class = s.RunSerializer
     filterset_class = RunFilter
+    filter_backends = [FilterBackend]
     pagination_class = RunPagination
     permission_classes = [WorkflowPermission]
+    schema = ApiSchema()
     # JSON only: a form-encoded `payload=true` would arrive as the string "true", and the
     # tutorial workflow would read that as a rejection.
     parser_classes = [SafeJSONParser]
@@ -227,6 +214,9 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         "signal": Operation.SIGNAL,
         "cancel": Operation.CANCEL,
     }
+
+    def get_permissions(self) -> list[Any]:
+        return with_project_defaults(WorkflowPermission())
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -262,7 +252,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         data = self.get_serializer([run_state(run) for run in rows], many=True).data
         return self.get_paginated_response(data) if page is not None else Response(data)
 
-    @extend_schema(
+    @operation(
         summary="Start a run",
         request=s.StartSerializer,
         responses={
@@ -306,7 +296,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         state = executor.describe(handle.id)
         return Response(self.outcome(state), status=status.HTTP_201_CREATED)
 
-    @extend_schema(
+    @operation(
         summary="Describe a run",
         parameters=[ID_PARAMETER],
         responses={200: s.RunSerializer, **READ_ERRORS, 404: NOT_FOUND},
@@ -314,7 +304,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
     def retrieve(self, request: Request, id: str) -> Response:
         return Response(s.RunSerializer(get_executor().describe(id)).data)
 
-    @extend_schema(
+    @operation(
         summary="Event history",
         description="The run's whole history, oldest first.",
         parameters=[ID_PARAMETER],
@@ -324,7 +314,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
     def events(self, request: Request, id: str) -> Response:
         return Response(s.EventSerializer(get_executor().history(id), many=True).data)
 
-    @extend_schema(
+    @operation(
         summary="Send a signal",
         description="Records the signal in the run's history with the requesting user as "
         "sender, and returns at once (202): the workflow reacts on a worker. Send "
@@ -366,7 +356,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         state = executor.describe(id)
         return Response(self.outcome(state), status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(
+    @operation(
         summary="Query a run",
         description="Built-in query types: `status`, `result`, `history`; plus the handlers "
         "the workflow set with `ctx.set_query_handler`.",
@@ -398,7 +388,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
     def query(self, request: Request, id: str, query_type: str) -> Response:
         return Response({"result": get_executor().query(id, query_type)})
 
-    @extend_schema(
+    @operation(
         summary="Cancel a run",
         description="Asks the run to stop: its current wait raises WorkflowCanceledError in "
         "the workflow, which may clean up. Asking again while it stops is harmless.",
@@ -420,7 +410,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
 
 
 @extend_schema_view(
-    list=extend_schema(
+    list=operation(
         summary="Pending approvals",
         description="Running runs that are waiting for a signal (oldest wait first): what a "
         "reviewer should act on.",
@@ -430,9 +420,14 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
 class ApprovalViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = s.ApprovalSerializer
     filterset_class = ApprovalFilter
+    filter_backends = [FilterBackend]
     pagination_class = RunPagination
     permission_classes = [WorkflowPermission]
+    schema = ApiSchema()
     operations = {"list": Operation.VIEW}
+
+    def get_permissions(self) -> list[Any]:
+        return with_project_defaults(WorkflowPermission())
 
     def get_queryset(self) -> QuerySet[WorkflowRun]:
         return WorkflowRun.objects.filter(

@@ -17,7 +17,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .executor import TemporalExecutor, TemporalHandle
+from ...errors import MissingDependencyError
+
+try:
+    import temporalio  # noqa: F401
+except ImportError as exc:  # the package was installed without its `temporal` extra
+    raise MissingDependencyError(
+        "The Temporal executor needs the temporalio package, which is not installed: "
+        "pip install 'beluga-workflows[temporal]' (or pip install temporalio)."
+    ) from exc
+
+from .executor import TemporalExecutor, TemporalHandle  # noqa: E402
 
 __all__ = ["TemporalExecutor", "TemporalHandle", "TemporalWorkflowStore"]
 
