@@ -5,7 +5,8 @@ Everything deployment-specific comes from the environment:
 - `DATABASE_URL` (any dj-database-url URL) and `CELERY_BROKER_URL`. When either is unset, the
   embedded default supplies it: a real PostgreSQL and Redis started from wheels under
   `BELUGA_DATA_DIR` (default `<repo>/.data`); see `project/embedded.py`.
-- `BELUGA_EXECUTOR` (`default` or `temporal`), `BELUGA_TEMPORAL_HOST`,
+- `BELUGA_EXECUTOR` (`default` or `temporal`; when unset, the choice `make run` remembered in
+  `<data dir>/executor`, else `default`), `BELUGA_TEMPORAL_HOST`,
   `BELUGA_TEMPORAL_NAMESPACE`, `BELUGA_TEMPORAL_TASK_QUEUE`, `BELUGA_POLL_INTERVAL`,
   `BELUGA_REDISPATCH_AFTER`, `BELUGA_CACHE_SIZE`.
 - `DJANGO_DEBUG` (off unless set; `make run` turns it on for the demo), `DJANGO_SECRET_KEY`
@@ -192,8 +193,17 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = TIME_ZONE
 
 
+def _remembered_executor() -> str:
+    # `make run` writes its executor here (project/dev.py), so `manage.py shell` in another
+    # terminal of this checkout starts runs on the engine that its worker serves.
+    try:
+        return (embedded.default_data_dir() / "executor").read_text().strip()
+    except OSError:
+        return ""
+
+
 BELUGA_WORKFLOWS = {
-    "EXECUTOR": os.environ.get("BELUGA_EXECUTOR") or "default",
+    "EXECUTOR": os.environ.get("BELUGA_EXECUTOR") or _remembered_executor() or "default",
     "TEMPORAL": {
         "HOST": os.environ.get("BELUGA_TEMPORAL_HOST") or "localhost:7233",
         "NAMESPACE": os.environ.get("BELUGA_TEMPORAL_NAMESPACE") or "default",

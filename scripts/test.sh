@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The pytest part of `make test`, in up to three passes:
 #   embedded  on the embedded default (no DATABASE_URL / CELERY_BROKER_URL): PostgreSQL and
-#             Redis started from wheels under .data/test. Only the `core` tests when `services`
+#             Redis started from wheels under .data/test (or BELUGA_TEST_DATA_DIR), and stopped
+#             again when the script ends, however it ends. Only the `core` tests when `services`
 #             runs too, the whole suite when it does not (a fresh machine with no services);
 #   services  when PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379 answer, the whole
 #             suite against them;
@@ -19,6 +20,9 @@ PY=${PY:-.venv/bin/python}
 EXTERNAL_DATABASE_URL=${BELUGA_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/beluga}
 EXTERNAL_BROKER_URL=${BELUGA_TEST_BROKER_URL:-redis://127.0.0.1:6379/15}
 AMQP_BROKER_URL=${BELUGA_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672//}
+EMBEDDED_DATA_DIR=${BELUGA_TEST_DATA_DIR:-$PWD/.data/test}
+# The executor `make run` remembers in .data/executor is the demo's, not the tests'.
+export BELUGA_EXECUTOR=${BELUGA_EXECUTOR:-default}
 REQUIRED=" ${BELUGA_TEST_REQUIRE:-} "
 SELECTING=$#  # extra pytest arguments may select nothing in a pass
 
@@ -32,6 +36,16 @@ psycopg.connect(sys.argv[1].rsplit("/", 1)[0] + "/postgres", connect_timeout=3).
 assert redis.Redis.from_url(sys.argv[2], socket_connect_timeout=3).ping()
 PYEOF
 }
+
+# Stop the embedded services on every way out: success, a failed pass, Ctrl-C, kill.
+stop_embedded_services() {
+    "$PY" -m project.embedded stop --data-dir "$EMBEDDED_DATA_DIR" >/dev/null ||
+        echo "warning: could not stop the embedded services under $EMBEDDED_DATA_DIR" >&2
+}
+trap stop_embedded_services EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 failed=0
 ran_tests=0
@@ -72,8 +86,8 @@ else
         "running the whole suite on the embedded default only."
 fi
 
-echo "=== pytest on the embedded default (BELUGA_DATA_DIR=.data/test) ${embedded_args[*]}"
-env -u DATABASE_URL -u CELERY_BROKER_URL BELUGA_DATA_DIR="$PWD/.data/test" \
+echo "=== pytest on the embedded default (BELUGA_DATA_DIR=$EMBEDDED_DATA_DIR) ${embedded_args[*]}"
+env -u DATABASE_URL -u CELERY_BROKER_URL BELUGA_DATA_DIR="$EMBEDDED_DATA_DIR" \
     "$PY" -m pytest "${embedded_args[@]}" "$@"
 record embedded $?
 
