@@ -1,89 +1,250 @@
-"""System checks: bad settings are caught by ``manage.py check`` with an id and a hint."""
+"""System checks: bad settings are caught by ``manage.py check`` with an id and a hint.
+
+Every ``BELUGA_WORKFLOWS`` key is checked whichever executor is chosen, so switching
+``EXECUTOR`` never uncovers a bad value late. Only E006 depends on the executor: the built-in
+engine needs PostgreSQL.
+
+=====  ==========================================================================
+E001   ``BELUGA_WORKFLOWS`` is not a dict, or has keys we do not know
+E002   ``EXECUTOR`` is not a registered executor
+E003   a setting in seconds is not a number, is out of range, or is not finite
+E004   ``CACHE_SIZE`` is not a whole number >= 0
+E005   ``TEMPORAL`` is not a dict, lacks a string ``HOST``/``NAMESPACE``/``TASK_QUEUE``,
+       has a bad ``TLS`` or ``API_KEY``, or has keys we do not know
+E006   the built-in engine on a database other than PostgreSQL
+E007   ``MAX_PAYLOAD_BYTES`` is not a positive whole number or None
+E008   ``WORKFLOW_QUEUE`` or ``ACTIVITY_QUEUE`` is not a non-empty string
+E009   the Temporal executor without the packages it needs (the ``temporal`` extra)
+=====  ==========================================================================
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.core.checks import Error, register
 from django.db import connections
 
 from .conf import DEFAULTS, beluga_settings
+from .options import MAX_DURATION
+
+#: Settings in seconds: key -> (None allowed, 0 allowed, what the special value means).
+SECONDS: dict[str, tuple[bool, bool, str]] = {
+    "POLL_INTERVAL": (False, False, ""),
+    "REDISPATCH_AFTER": (False, False, ""),
+    "WORKFLOW_TASK_TIMEOUT": (False, False, ""),
+    "EAGER_BUDGET": (False, True, "0 sends every activity through the broker"),
+    "WORKER_CONN_MAX_AGE": (True, True, "None leaves CONN_MAX_AGE as the project sets it"),
+    "DEFAULT_TIMEOUT": (True, False, "None: runs started without a timeout have none"),
+}
+
+#: The ``TEMPORAL`` keys that must be non-empty strings, and every key it may hold.
+TEMPORAL_REQUIRED = ("HOST", "NAMESPACE", "TASK_QUEUE")
+TEMPORAL_KEYS = (*TEMPORAL_REQUIRED, "TLS", "API_KEY")
+TEMPORAL_EXAMPLE = (
+    'For example {"HOST": "localhost:7233", "NAMESPACE": "default", '
+    '"TASK_QUEUE": "beluga-workflows"}; optional "TLS" (True or a '
+    'temporalio.service.TLSConfig) and "API_KEY" (a string).'
+)
 
 
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    from . import executors
+    from django.conf import settings
 
+    user = getattr(settings, "BELUGA_WORKFLOWS", None)
+    if user is not None and not isinstance(user, dict):
+        return [
+            Error(
+                f"BELUGA_WORKFLOWS must be a dict, not {type(user).__name__}.",
+                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                id="beluga_workflows.E001",
+            )
+        ]
     errors: list[Error] = []
-    user = beluga_settings.user_settings
-    unknown = sorted(set(user) - set(DEFAULTS))
+    unknown = sorted(set(user or {}) - set(DEFAULTS), key=str)
     if unknown:
         errors.append(
             Error(
-                f"Unknown BELUGA_WORKFLOWS keys: {', '.join(unknown)}.",
+                f"Unknown BELUGA_WORKFLOWS keys: {', '.join(map(str, unknown))}.",
                 hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
                 id="beluga_workflows.E001",
             )
         )
+    errors += _executor()
+    for key, (none_ok, zero_ok, special) in SECONDS.items():
+        errors += _seconds(key, getattr(beluga_settings, key), none_ok, zero_ok, special)
+    errors += _cache_size()
+    errors += _temporal((user or {}).get("TEMPORAL", {}))
+    errors += _database()
+    errors += _payload_limit()
+    errors += _queues()
+    return errors
+
+
+def _executor() -> list[Error]:
+    from . import executors
+
     executor = beluga_settings.EXECUTOR
-    if executor not in executors.list_executors():
-        errors.append(
-            Error(
-                f"BELUGA_WORKFLOWS['EXECUTOR'] is {executor!r}, not a registered executor.",
-                hint=f"Use one of: {', '.join(executors.list_executors())}.",
-                id="beluga_workflows.E002",
-            )
-        )
-    for key in ("POLL_INTERVAL", "REDISPATCH_AFTER", "WORKFLOW_TASK_TIMEOUT"):
-        value = getattr(beluga_settings, key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            errors.append(
+    known = executors.list_executors()
+    if executor == "temporal":
+        missing = [name for name in ("temporalio", "greenlet") if not _importable(name)]
+        if missing:
+            return [
                 Error(
-                    f"BELUGA_WORKFLOWS['{key}'] must be a positive number of seconds, "
-                    f"not {value!r}.",
-                    hint=f"The default is {DEFAULTS[key]}.",
-                    id="beluga_workflows.E003",
+                    f"The Temporal executor needs {' and '.join(missing)}, not installed here.",
+                    hint="pip install 'beluga-workflows[temporal]'",
+                    id="beluga_workflows.E009",
                 )
-            )
+            ]
+    if isinstance(executor, str) and executor in known:
+        return []
+    return [
+        Error(
+            f"BELUGA_WORKFLOWS['EXECUTOR'] is {executor!r}, not a registered executor.",
+            hint=f"Use one of: {', '.join(known)}.",
+            id="beluga_workflows.E002",
+        )
+    ]
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # e.g. sys.modules[module] = None
+        return False
+
+
+def _seconds(key: str, value: Any, none_ok: bool, zero_ok: bool, special: str) -> list[Error]:
+    if value is None and none_ok:
+        return []
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if number and (value > 0 or (zero_ok and value == 0)):
+        if math.isfinite(value) and value <= MAX_DURATION.total_seconds():
+            return []
+        problem = "at most 100 years (3153600000 seconds)"
+    else:
+        problem = "a positive number of seconds" if not zero_ok else "a number of seconds >= 0"
+        problem += " or None" if none_ok else ""
+    hint = f"The default is {DEFAULTS[key]!r}" + (f"; {special}." if special else ".")
+    return [
+        Error(
+            f"BELUGA_WORKFLOWS['{key}'] must be {problem}, not {value!r}.",
+            hint=hint,
+            id="beluga_workflows.E003",
+        )
+    ]
+
+
+def _cache_size() -> list[Error]:
     cache = beluga_settings.CACHE_SIZE
-    if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
-        errors.append(
-            Error(
-                f"BELUGA_WORKFLOWS['CACHE_SIZE'] must be a whole number >= 0, not {cache!r}.",
-                hint="0 turns the cache of live workflows off.",
-                id="beluga_workflows.E004",
-            )
+    if not isinstance(cache, bool) and isinstance(cache, int) and cache >= 0:
+        return []
+    return [
+        Error(
+            f"BELUGA_WORKFLOWS['CACHE_SIZE'] must be a whole number >= 0, not {cache!r}.",
+            hint=f"The default is {DEFAULTS['CACHE_SIZE']}; 0 turns the cache of live "
+            "workflows off.",
+            id="beluga_workflows.E004",
         )
-    limit = beluga_settings.MAX_PAYLOAD_BYTES
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+    ]
+
+
+def _temporal(given: Any) -> list[Error]:
+    """``given`` is the project's own ``TEMPORAL`` dict: what it lacks comes from DEFAULTS."""
+
+    def error(message: str) -> Error:
+        return Error(message, hint=TEMPORAL_EXAMPLE, id="beluga_workflows.E005")
+
+    if not isinstance(given, dict):
+        return [error(f"BELUGA_WORKFLOWS['TEMPORAL'] must be a dict, not {given!r}.")]
+    errors: list[Error] = []
+    unknown = sorted(set(given) - set(TEMPORAL_KEYS), key=str)
+    if unknown:
         errors.append(
             Error(
-                f"BELUGA_WORKFLOWS['MAX_PAYLOAD_BYTES'] must be a positive whole number of "
-                f"bytes or None, not {limit!r}.",
-                hint=f"The default is {DEFAULTS['MAX_PAYLOAD_BYTES']} (1 MiB); None: no limit.",
-                id="beluga_workflows.E007",
-            )
-        )
-    temporal = beluga_settings.TEMPORAL
-    if not isinstance(temporal, dict) or not all(
-        isinstance(temporal.get(k), str) and temporal.get(k)
-        for k in ("HOST", "NAMESPACE", "TASK_QUEUE")
-    ):
-        errors.append(
-            Error(
-                "BELUGA_WORKFLOWS['TEMPORAL'] needs non-empty strings HOST, NAMESPACE, TASK_QUEUE.",
-                hint='For example {"HOST": "localhost:7233", "NAMESPACE": "default", '
-                '"TASK_QUEUE": "beluga-workflows"}.',
+                f"Unknown BELUGA_WORKFLOWS['TEMPORAL'] keys: {', '.join(map(str, unknown))}.",
+                hint=f"Known keys: {', '.join(TEMPORAL_KEYS)}.",
                 id="beluga_workflows.E005",
             )
         )
-    if executor == "default" and connections["default"].vendor != "postgresql":
+    temporal = {**DEFAULTS["TEMPORAL"], **given}
+    for key in TEMPORAL_REQUIRED:
+        value = temporal[key]
+        if not isinstance(value, str) or not value.strip():
+            errors.append(
+                error(
+                    f"BELUGA_WORKFLOWS['TEMPORAL']['{key}'] must be a non-empty string, "
+                    f"not {value!r}."
+                )
+            )
+    tls = temporal.get("TLS", False)
+    if not isinstance(tls, bool):
+        from temporalio.service import TLSConfig
+
+        if not isinstance(tls, TLSConfig):
+            errors.append(
+                error(
+                    "BELUGA_WORKFLOWS['TEMPORAL']['TLS'] must be True, False or a "
+                    f"temporalio.service.TLSConfig, not {tls!r}."
+                )
+            )
+    api_key = temporal.get("API_KEY")
+    if api_key is not None and not isinstance(api_key, str):
         errors.append(
-            Error(
-                "The built-in workflow engine needs PostgreSQL (row locks with SKIP LOCKED and "
-                f"advisory locks); the default database is {connections['default'].vendor}.",
-                hint="Point DATABASES['default'] at PostgreSQL, or use the Temporal executor.",
-                id="beluga_workflows.E006",
+            # The value is a secret: name its type only.
+            error(
+                "BELUGA_WORKFLOWS['TEMPORAL']['API_KEY'] must be a string or None, "
+                f"not {type(api_key).__name__}."
             )
         )
+    return errors
+
+
+def _database() -> list[Error]:
+    """The built-in engine locks rows and attempts in ways only PostgreSQL offers; the
+    Temporal executor keeps only its mirror in the database."""
+    vendor = connections["default"].vendor
+    if beluga_settings.EXECUTOR != "default" or vendor == "postgresql":
+        return []
+    return [
+        Error(
+            "The built-in workflow engine needs PostgreSQL (row locks with SKIP LOCKED and "
+            f"advisory locks); the default database is {vendor}.",
+            hint="Point DATABASES['default'] at PostgreSQL, or use the Temporal executor.",
+            id="beluga_workflows.E006",
+        )
+    ]
+
+
+def _payload_limit() -> list[Error]:
+    limit = beluga_settings.MAX_PAYLOAD_BYTES
+    if limit is None or (not isinstance(limit, bool) and isinstance(limit, int) and limit >= 1):
+        return []
+    return [
+        Error(
+            f"BELUGA_WORKFLOWS['MAX_PAYLOAD_BYTES'] must be a positive whole number of "
+            f"bytes or None, not {limit!r}.",
+            hint=f"The default is {DEFAULTS['MAX_PAYLOAD_BYTES']} (1 MiB); None: no limit.",
+            id="beluga_workflows.E007",
+        )
+    ]
+
+
+def _queues() -> list[Error]:
+    errors: list[Error] = []
+    for key in ("WORKFLOW_QUEUE", "ACTIVITY_QUEUE"):
+        value = getattr(beluga_settings, key)
+        if not isinstance(value, str) or not value.strip():
+            errors.append(
+                Error(
+                    f"BELUGA_WORKFLOWS['{key}'] must be a non-empty Celery queue name, "
+                    f"not {value!r}.",
+                    hint=f"The default is {DEFAULTS[key]!r}.",
+                    id="beluga_workflows.E008",
+                )
+            )
     return errors

@@ -6,9 +6,12 @@ when tests override ``BELUGA_WORKFLOWS``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.signals import setting_changed
+
+from .options import to_timedelta
 
 DEFAULTS: dict[str, Any] = {
     # "default" (built-in engine on Celery + PostgreSQL) or "temporal".
@@ -25,10 +28,15 @@ DEFAULTS: dict[str, Any] = {
     "POLL_INTERVAL": 1.0,
     # Seconds after which work whose broker message seems lost is sent again.
     "REDISPATCH_AFTER": 30.0,
-    # Live workflow continuations kept per worker process (LRU); 0 replays every step.
+    # Live workflow continuations kept per worker process (LRU), each a parked thread; 0
+    # replays every step. Built-in engine only (Temporal keeps runs in its sticky cache).
     "CACHE_SIZE": 256,
-    # Seconds a workflow step may run before the worker gives up on it (a runaway loop).
+    # Seconds the built-in engine's worker lets workflow code run without reaching a step
+    # before it gives up on the step (a runaway loop) and leaves it to the sweeper.
     "WORKFLOW_TASK_TIMEOUT": 30.0,
+    # Seconds a run may take when it is started without WorkflowOptions.timeout (None: no
+    # limit). Applies on both executors, to runs started through one; not to child workflows.
+    "DEFAULT_TIMEOUT": None,
     # Seconds of activities a worker thread runs in a row, without the broker, for the runs
     # its own steps advanced (eager activities); 0 sends every activity through the broker.
     "EAGER_BUDGET": 2.0,
@@ -66,6 +74,11 @@ class BelugaSettings:
 
 
 beluga_settings = BelugaSettings()
+
+
+def default_timeout() -> timedelta | None:
+    """``DEFAULT_TIMEOUT`` as a duration: the timeout of a run started without one."""
+    return to_timedelta(beluga_settings.DEFAULT_TIMEOUT, "BELUGA_WORKFLOWS['DEFAULT_TIMEOUT']")
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:

@@ -1,13 +1,20 @@
 """A live workflow run parked between steps, so a step costs O(1) instead of a replay.
 
-The workflow function runs in its own thread. When it reaches a step the history cannot
-answer, the thread parks and hands a :class:`~beluga_workflows.interpreter.Decision` to the
-caller; :meth:`Continuation.feed` wakes it with the new events. The decision logic is the
-interpreter's :class:`~beluga_workflows.interpreter.Machine`, exactly as in replay, so a
-continuation and a replay of the same history always agree.
+The workflow function runs on a stack of its own. When it reaches a step the history cannot
+answer, it parks and hands a :class:`~beluga_workflows.interpreter.Decision` to the caller;
+``feed`` wakes it with the new events. The decision logic is the interpreter's
+:class:`~beluga_workflows.interpreter.Machine`, exactly as in replay, so a continuation and a
+replay of the same history always agree.
 
-Only a bounded number of continuations are kept (see ``engine.runners``); a parked run that is
-not cached holds no thread at all, only its rows.
+Two kinds, one per executor:
+
+* :class:`Continuation` (the built-in engine) parks in a thread. The worker process keeps at
+  most ``CACHE_SIZE`` of them (see ``engine.runners``), so a worker process holds at most that
+  many parked threads; a run that is not cached holds no thread at all, only its rows. Because
+  the caller waits on a queue, it can give up after ``WORKFLOW_TASK_TIMEOUT``.
+* :class:`GreenletContinuation` (the Temporal executor) parks in a greenlet, kept by Temporal's
+  sticky cache with the workflow object. Temporal's own deadlock detector bounds a workflow
+  task there; ``WORKFLOW_TASK_TIMEOUT`` does not apply.
 """
 
 from __future__ import annotations
@@ -25,7 +32,12 @@ _CLOSE = object()
 
 
 class WorkflowTaskTimeout(RuntimeError):
-    """The workflow function ran longer than WORKFLOW_TASK_TIMEOUT without reaching a step."""
+    """The workflow function ran longer than WORKFLOW_TASK_TIMEOUT without reaching a step.
+
+    The engine records nothing the code decided and lets the sweeper take the step again.
+    The thread still running the function cannot be stopped: it is left behind (a daemon
+    thread), and if it reaches a step later it stays parked there, its decision never read.
+    """
 
 
 class Continuation:

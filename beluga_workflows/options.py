@@ -186,7 +186,9 @@ class ParentClosePolicy(enum.StrEnum):
 @dataclass(frozen=True)
 class WorkflowOptions:
     """How to start a run. An empty ``id`` gets a UUID; ``timeout`` bounds the whole run
-    (across ``continue_as_new``). ``parent_close_policy`` applies to child workflows only."""
+    (across ``continue_as_new``): without one, a run started through an executor gets
+    ``BELUGA_WORKFLOWS["DEFAULT_TIMEOUT"]`` (none by default), a child workflow none; ``0``
+    means no limit. ``parent_close_policy`` applies to child workflows only."""
 
     id: str | None = None
     input: Any = None

@@ -1,9 +1,15 @@
 """Choosing how to run a workflow function for one step: a cached live continuation, or replay.
 
-A worker keeps the runs it advanced recently as live continuations (an LRU of
-``CACHE_SIZE``), so the next step feeds them only the new events: O(1) per step, however long
-the history. A run that is not cached here (another worker took its last step, the process
-restarted, or it was evicted) is replayed from its full history, which is always correct.
+A worker process keeps the runs it advanced recently as live continuations (an LRU of
+``CACHE_SIZE``, each a parked thread), so the next step feeds them only the new events: O(1)
+per step, however long the history. A run that is not cached here (another worker took its
+last step, the process restarted, or it was evicted) is replayed from its full history into a
+new continuation, which is always correct. With ``CACHE_SIZE = 0`` every step is such a replay,
+in a continuation dropped after the step.
+
+Either way the function runs in the continuation's thread, so ``WORKFLOW_TASK_TIMEOUT`` bounds
+every step: past it :class:`~beluga_workflows.continuation.WorkflowTaskTimeout` is raised here
+and the step is left for the sweeper to try again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from ..continuation import Continuation
 from ..history import HistoryEvent
 from ..interpreter import Decision, RunInfo
 from ..models import WorkflowRun
-from ..replay import Replayer
 from .sql import Prefetched
 from .store import Appender, load_history
 
@@ -52,9 +57,14 @@ def decide(
     from its whole history into a new continuation.
     """
     size = beluga_settings.CACHE_SIZE
+    timeout = float(beluga_settings.WORKFLOW_TASK_TIMEOUT)
     if not size:
-        events = _since(run, appender, 0, prefetched)
-        return Replayer(fn, info, run.decided_through).run(events)
+        # A replay, in a thread of its own like any step, so that the timeout holds here too.
+        once = Continuation(fn, info, timeout, run.decided_through)
+        try:
+            return once.feed(_since(run, appender, 0, prefetched))
+        finally:
+            once.close()
     with _lock:
         # Within a transaction the continuation of an earlier round is still pending; one
         # left pending by a transaction that rolled back is ahead of the database.
@@ -71,7 +81,7 @@ def decide(
         cont.close()
         cont = None
     if cont is None:
-        cont = Continuation(fn, info, beluga_settings.WORKFLOW_TASK_TIMEOUT, run.decided_through)
+        cont = Continuation(fn, info, timeout, run.decided_through)
         decision = cont.feed(_since(run, appender, 0, prefetched))
     else:
         decision = cont.feed(_since(run, appender, cont.seen, prefetched))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import registry
+from ..conf import default_timeout
 from ..engine import notify, runs
 from ..engine.store import latest_run, load_history
 from ..errors import (
@@ -67,7 +68,8 @@ class DefaultExecutor(DurableExecutor):
 
     def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
         name, reference = registry.workflow_name(fn), registry.reference(fn)
-        run = runs.start(name, reference, options.id, options.input, options.timeout)  # type: ignore[arg-type]
+        timeout = options.timeout if options.timeout is not None else default_timeout()
+        run = runs.start(name, reference, options.id, options.input, timeout)  # type: ignore[arg-type]
         return DefaultHandle(run.workflow_id, str(run.run_id))
 
     def signal(self, workflow_id: str, signal: Signal) -> None:

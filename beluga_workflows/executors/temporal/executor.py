@@ -138,6 +138,10 @@ class TemporalExecutor(DurableExecutor):
         ensure_size(ensure_json(options.input, f"Input of workflow {name!r}"), "The input")
         workflow_id = options.id or str(uuid.uuid4())
         timeout = to_timedelta(options.timeout, "WorkflowOptions.timeout")
+        if timeout is None:  # BELUGA_WORKFLOWS["DEFAULT_TIMEOUT"], or none
+            from ...conf import default_timeout
+
+            timeout = default_timeout()
 
         async def start(client: Client) -> str:
             handle = await client.start_workflow(

@@ -4,7 +4,13 @@
 sees every run Temporal has, including ones started with the Temporal CLI. Visibility holds
 summaries: listed states carry ids, workflow, status, times and a signal wait in progress
 (from the memo), but not input, result or error — ``load`` reads the full run from history.
-``save`` is refused: Temporal owns run state and only workflow code changes it.
+``save`` is refused, always, with a :class:`~beluga_workflows.errors.WorkflowError` saying why:
+a Temporal run's status, result and error are what its Temporal history says, and only the
+run appends to that history (its workflow code, or Temporal itself on a timeout or a
+terminate). There is nowhere to write a state to: a row written into the mirror would be
+overwritten at its next copy, and the built-in store's ``save`` (a summary update) has no
+Temporal counterpart. Change a run through the executor (``signal``, ``cancel``); ``delete``
+removes a finished one.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ class TemporalWorkflowStore(WorkflowStore):
         self.executor = executor or TemporalExecutor(config)
 
     def save(self, state: WorkflowState) -> None:
+        """Refused: see the module docstring."""
         raise WorkflowError(
-            "TemporalWorkflowStore cannot save run state: Temporal owns it, and only the "
-            "workflow (signals, cancel) changes it. Use the executor instead."
+            f"TemporalWorkflowStore cannot save the state of {state.workflow_id!r}: on "
+            "Temporal a run's status, result and error come from its Temporal history, which "
+            "only the run itself appends to (its workflow code, or Temporal on a timeout or "
+            "terminate). Change the run through the executor instead: signal() or cancel(); "
+            "delete() removes a finished run."
         )
 
     def load(self, workflow_id: str) -> WorkflowState:
