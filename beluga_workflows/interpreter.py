@@ -29,8 +29,9 @@ command, exactly as before futures existed, so older histories replay unchanged.
 Two ways to stop at an unanswered wait share this code (:mod:`.replay` calls the function):
 :class:`~beluga_workflows.replay.Replayer` raises :class:`Suspend` (a ``BaseException``, so
 user ``except Exception`` cannot swallow it) and re-runs from the start next time;
-:class:`~beluga_workflows.continuation.Continuation` parks the function in a greenlet and
-resumes it when new events arrive, so a long run costs O(1) per step.
+:mod:`~beluga_workflows.continuation` parks the function (in a thread on the built-in engine,
+in a greenlet on Temporal) and resumes it when new events arrive, so a long run costs O(1) per
+step.
 """
 
 from __future__ import annotations

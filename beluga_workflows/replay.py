@@ -2,9 +2,9 @@
 
 :func:`call_workflow` runs the function with a fresh context until it returns, fails or blocks
 and turns that into a :class:`~beluga_workflows.interpreter.Decision`; :class:`Replayer` does
-so from the start of the history on every pass (queries, the Temporal executor's replays,
-recovery checks); :func:`run_query` answers a query from a machine's handlers. It sits above
-both the machine and the context the function receives, which import nothing from here.
+so from the start of the history (custom queries, and the replay tests); :func:`run_query`
+answers a query from a machine's handlers. It sits above both the machine and the context the
+function receives, which import nothing from here.
 """
 
 from __future__ import annotations

@@ -132,12 +132,14 @@ class WorkerProcess:
         log_path: Path,
         concurrency: int = 2,
         args: Iterable[str] = (),
+        manage_py: Path = REPO_ROOT / "manage.py",
     ) -> None:
         self.env = dict(env)
         self.log_path = Path(log_path)
+        self.cwd = Path(manage_py).parent
         self.command = [
             sys.executable,
-            str(REPO_ROOT / "manage.py"),
+            str(manage_py),
             "runworker",
             "--concurrency",
             str(concurrency),
@@ -166,7 +168,7 @@ class WorkerProcess:
             self._log_offset = log.tell()
             self.process = subprocess.Popen(
                 self.command,
-                cwd=REPO_ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -281,7 +283,7 @@ class TemporalDevServer:
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         deadline = time.monotonic() + timeout
-        while not _port_open(self.port):
+        while not port_open(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"Temporal dev server did not start:\n{self.log_tail()}")
@@ -307,7 +309,7 @@ class TemporalDevServer:
             return ""
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True

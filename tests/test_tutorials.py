@@ -8,10 +8,13 @@ typing the next one.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,14 +36,17 @@ def block(marker: str) -> str:
     return found.group(1)
 
 
-def shell_lines(code: str) -> list[list[str]]:
+def shell_lines(code: str, program: str = ".venv/bin/python") -> list[list[str]]:
+    """The block's commands as argv lists; `.venv/bin/X` runs from this interpreter's venv."""
     commands = []
     for line in code.replace("\\\n", " ").splitlines():
         line = line.split("  # ")[0].strip()
         if line:
             argv = shlex.split(line)
-            assert argv[0] == ".venv/bin/python", line
-            commands.append([sys.executable, *argv[1:]])
+            assert argv[0] == program, line
+            name = Path(program).name
+            local = sys.executable if name == "python" else str(Path(sys.executable).parent / name)
+            commands.append([local, *argv[1:]])
     return commands
 
 
@@ -108,3 +114,119 @@ def test_fan_out_approve_report_from_python(worker: Any, counter_dir: Any) -> No
     out = run([sys.executable, "manage.py", "shell", "-c", script], worker_env(counter_dir))
     assert "Batch Report" in out and "q1-costs.pdf: revenue up" in out
     assert "['batch-q1-report']" in out
+
+
+def reviewer_admin() -> None:
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_superuser("admin", "admin@example.com", "pw")
+
+
+def test_the_cli_lines_of_the_readme(worker: Any, counter_dir: Any) -> None:
+    reviewer_admin()
+    env = worker_env(counter_dir)
+    start, listing, signal, describe, history = shell_lines(block("cli"))
+
+    run(start, env)
+    harness.wait_until(
+        lambda: state("q2").waiting_for == "signal:approval", 30, message="q2 waits for approval"
+    )
+    assert "q2" in run(listing, env)
+    run(signal, env)
+    harness.wait_until(lambda: state("q2").status is workflow.Status.COMPLETED, 30, message="done")
+    described = json.loads(run(describe, env))
+    assert described["status"] == "completed" and "Final Report" in described["result"]
+    shown = run(history, env)
+    assert "SignalReceived" in shown and "admin" in shown
+
+
+def test_the_rest_lines_of_the_readme(worker: Any, counter_dir: Any, live_server: Any) -> None:
+    reviewer_admin()
+    from project.demo.workflows import research_workflow
+
+    executor = workflow.get_executor()
+    executor.execute(research_workflow, workflow.WorkflowOptions(id="research-demo", input="Q4"))
+    harness.wait_until(
+        lambda: state("research-demo").waiting_for == "signal:approval", 30, message="waiting"
+    )
+    script = block("rest").replace(".venv/bin/python", shlex.quote(sys.executable))
+    script = script.replace("http://127.0.0.1:8000", live_server.url)
+    out = run(["bash", "-euo", "pipefail", "-c", script], worker_env(counter_dir))
+    assert '"id":"research-demo"' in out  # the approvals list
+    assert '"id":"q1"' in out and '"status":"running"' in out  # the start's answer
+    harness.wait_until(
+        lambda: state("research-demo").status is workflow.Status.COMPLETED, 30, message="approved"
+    )
+    assert executor.history("research-demo")[-1].type.value == "WorkflowCompleted"
+    assert state("q1").workflow == "research"
+
+
+@pytest.mark.temporal
+def test_the_temporal_cli_lines_of_the_readme(
+    use_temporal: Any, worker: Any, temporal_server: str
+) -> None:
+    from project.demo.workflows import research_workflow
+
+    executor = workflow.get_executor()
+    executor.execute(research_workflow, workflow.WorkflowOptions(id="research-demo", input="Q4"))
+    harness.wait_until(
+        lambda: state("research-demo").waiting_for == "signal:approval", 30, message="waiting"
+    )
+    address = ["--address", temporal_server]  # the README's lines use the default address
+    listing, describe, signal = shell_lines(block("temporal-cli"), ".venv/bin/temporal")
+    assert "research-demo" in run([*listing, *address], dict(os.environ))
+    assert "research-demo" in run([*describe, *address], dict(os.environ))
+    run([*signal, *address], dict(os.environ))
+    harness.wait_until(
+        lambda: state("research-demo").status is workflow.Status.COMPLETED, 60, message="approved"
+    )
+
+
+def expecting(code: str) -> str:
+    """The tutorial's Python as a script that checks what the README says it shows.
+
+    An expression followed by a `# value` comment (on its line or on the comment lines after it)
+    is evaluated until its repr — its str for `print(...)` — matches the comment (`...` matches
+    anything), as a person would look again a moment later; other lines run as written.
+    """
+    lines = code.strip().splitlines()
+    script = [
+        "import re, time",
+        "def _expect(fn, expected, printed):",
+        "    pattern = '.*'.join(re.escape(part.strip()) for part in expected.split('...'))",
+        "    deadline = time.monotonic() + 30",
+        "    while True:",
+        "        value = fn()",
+        "        shown = str(value) if printed else repr(value)",
+        "        if re.fullmatch(pattern, shown, re.S):",
+        "            print('as shown:', shown); return",
+        "        if time.monotonic() > deadline:",
+        "            raise AssertionError(f'README shows {expected!r}, got {shown!r}')",
+        "        time.sleep(0.2)",
+    ]
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        code_part, _, comment = line.partition("  # ")
+        expected = [comment.strip()] if comment.strip() else []
+        while index + 1 < len(lines) and lines[index + 1].startswith("# "):
+            index += 1
+            expected.append(lines[index][2:].strip())
+        index += 1
+        statement = code_part.strip()
+        is_expression = statement and not statement.startswith(("#", "from ", "import "))
+        if is_expression and expected and "=" not in statement.split("(")[0]:
+            printed = statement.startswith("print(") and statement.endswith(")")
+            inner = statement[len("print(") : -1] if printed else statement
+            script.append(f"_expect(lambda: {inner}, {' '.join(expected)!r}, {printed})")
+        else:
+            script.append(code_part.rstrip())
+    return "\n".join(script)
+
+
+def test_the_research_tutorial_runs_as_written(worker: Any, counter_dir: Any) -> None:
+    script = expecting(block("research-python"))
+    assert script.count("_expect(") >= 6  # every shown value is checked
+    out = run([sys.executable, "manage.py", "shell", "-c", script], worker_env(counter_dir))
+    assert out.count("as shown:") == script.count("_expect(lambda")
+    assert "Final Report" in out

@@ -196,10 +196,20 @@ def _login_url() -> str:
 
 
 def signed_in(view: Callable[..., Any]) -> Callable[..., Any]:
-    """The docs pages: anonymous visitors are sent to the login page first."""
+    """The docs pages: anonymous visitors are sent to the login page first; without
+    ``drf_spectacular`` in ``INSTALLED_APPS`` (the pages' templates) a 404 says so."""
 
     @functools.wraps(view)
     def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+        from django.apps import apps
+        from django.http import HttpResponseNotFound
+
+        if not apps.is_installed("drf_spectacular"):
+            return HttpResponseNotFound(
+                "The API docs pages need 'drf_spectacular' in INSTALLED_APPS. The OpenAPI "
+                "document itself is served at schema/ next to this page.",
+                content_type="text/plain",
+            )
         return login_required(view, login_url=_login_url())(request, *args, **kwargs)
 
     return wrapper

@@ -147,7 +147,8 @@ class StartSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
         error_messages={"invalid": "Must be a number of seconds."},
-        help_text="Seconds the whole run may take before it times out; none by default.",
+        help_text="Seconds the whole run may take before it times out; when absent, the "
+        "`DEFAULT_TIMEOUT` setting, which is none unless the project sets one.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

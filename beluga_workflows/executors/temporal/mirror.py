@@ -3,9 +3,11 @@
 With the Temporal executor, Temporal is the system of record; the admin, the REST API and the
 CLI read our Django models. This module copies each run into them: the run row (status,
 input, result or error, ``waiting_for`` such as ``signal:approval`` with its deadline) and its
-history translated to our event vocabulary (:mod:`.translate`). **It is the only code outside
-:mod:`beluga_workflows.engine` that writes those rows**, and it never decides anything: every
-write is a copy of what Temporal says, so what the admin shows is true, at worst a moment late.
+history translated to our event vocabulary (:mod:`.translate`). It never decides anything:
+every write is a copy of what Temporal says, so what the admin shows was true when copied.
+Lists lag when runs change faster than a worker's mirror thread copies them (see
+``docs/temporal.md``); reads of one run ask Temporal and are never late. Besides it, only
+``TemporalWorkflowStore.delete`` touches those rows.
 
 Who calls it:
 

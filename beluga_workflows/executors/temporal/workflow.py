@@ -5,8 +5,10 @@ so Temporal's UI and CLI show ``research``, not a generic wrapper. It drives the
 interpreter exactly like the built-in engine does, in Temporal's async, deterministic style:
 
 1. keep a local list of :class:`~beluga_workflows.history.HistoryEvent` (our vocabulary);
-2. ``Replayer.run(events)`` runs the sync workflow function from the start until it finishes
-   or blocks on something the events cannot answer;
+2. a :class:`~beluga_workflows.continuation.GreenletContinuation` runs the sync workflow
+   function until it finishes or blocks on something the events cannot answer, and stays
+   parked there, in Temporal's sticky cache, for the next workflow task (a worker that lost
+   it — an eviction, another worker — replays the history into a fresh one);
 3. turn each new command into Temporal's own primitive — an activity, a timer, a child
    workflow, a signal to a child, or (for a signal wait) a memo entry plus a timer for its
    timeout — started as its own task that appends the outcome event when it resolves, so
