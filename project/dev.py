@@ -96,7 +96,7 @@ def run() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if _read_pid(pid_file) == os.getpid():
+        if embedded.read_pid(pid_file) == os.getpid():
             pid_file.unlink()
 
 
@@ -402,7 +402,7 @@ def stop() -> int:
 
 def running_pid(data_dir: Path) -> int | None:
     """The pid of the `make run` that serves `data_dir`, if it is running."""
-    pid = _read_pid(data_dir / RUN_PID_FILE)
+    pid = embedded.read_pid(data_dir / RUN_PID_FILE)
     # The file outlives a killed `make run`, and its pid may since belong to another program.
     if pid is None or pid == os.getpid() or not _is_dev_process(pid):
         return None
@@ -426,14 +426,6 @@ def _command_line(pid: int) -> str:
         ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False
     )
     return done.stdout
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
 def _port_open(host: str, port: int) -> bool:

@@ -80,7 +80,7 @@ def stop_services(data_dir: str | Path | None = None, timeout: float = 30.0) -> 
     with _locked(data_dir):
         # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint, exit.
         _stop_pid(_postmaster_pid(data_dir), signal.SIGINT, timeout)
-        _stop_pid(_read_pid(_redis_dir(data_dir) / "redis.pid"), signal.SIGTERM, timeout)
+        _stop_pid(read_pid(_redis_dir(data_dir) / "redis.pid"), signal.SIGTERM, timeout)
 
 
 def stop_database(data_dir: str | Path | None = None, timeout: float = 30.0) -> None:
@@ -95,7 +95,7 @@ def stop_broker(data_dir: str | Path | None = None, timeout: float = 30.0) -> No
     """Stop Redis only; `ensure_broker` starts it again with the queues it had."""
     data_dir = _resolve(data_dir)
     with _locked(data_dir):
-        _stop_pid(_read_pid(_redis_dir(data_dir) / "redis.pid"), signal.SIGTERM, timeout)
+        _stop_pid(read_pid(_redis_dir(data_dir) / "redis.pid"), signal.SIGTERM, timeout)
 
 
 def status(data_dir: str | Path | None = None) -> dict[str, str | None]:
@@ -308,7 +308,8 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read_pid(path: Path) -> int | None:
+def read_pid(path: Path) -> int | None:
+    """The pid a pid file holds, or None (no file, or not a pid)."""
     try:
         text = path.read_text().strip()
     except FileNotFoundError:

@@ -328,7 +328,7 @@ from project import embedded
 
 def pytest_sessionstart(session):
     data_dir = Path(os.environ["BELUGA_DATA_DIR"])
-    pids = [embedded._postmaster_pid(data_dir), embedded._read_pid(data_dir / "redis/redis.pid")]
+    pids = [embedded._postmaster_pid(data_dir), embedded.read_pid(data_dir / "redis/redis.pid")]
     Path(os.environ["PROBE_REPORT"]).write_text(" ".join(str(pid) for pid in pids))
     if os.environ.get("PROBE_WAIT"):
         time.sleep(120)
