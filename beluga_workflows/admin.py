@@ -12,17 +12,19 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseNotAllowed,
     HttpResponseRedirect,
+    JsonResponse,
 )
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -32,8 +34,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from . import registry, timeline
 from .engine.store import to_event
-from .errors import WorkflowError
+from .errors import (
+    InvalidPayloadError,
+    WorkflowAlreadyStartedError,
+    WorkflowError,
+    WorkflowNameError,
+)
 from .executors import get_executor
+from .forms import StartRunForm
 from .history import waits_for
 from .models import WorkflowRun
 from .options import Signal, Status
@@ -107,7 +115,15 @@ def waits_for_approval(run: WorkflowRun) -> bool:
 
 @admin.register(WorkflowRun)
 class WorkflowRunAdmin(admin.ModelAdmin):
-    list_display = ("workflow_id", "workflow", "status_badge", "waiting", "created", "updated")
+    list_display = (
+        "workflow_id",
+        "short_run_id",
+        "workflow",
+        "status_badge",
+        "waiting",
+        "created",
+        "updated",
+    )
     list_filter = ("status", WaitingFilter, "workflow_name", "created_at")
     search_fields = ("workflow_id",)
     list_per_page = 50
@@ -139,6 +155,11 @@ class WorkflowRunAdmin(admin.ModelAdmin):
     def status_badge(self, run: WorkflowRun) -> str:
         return format_html('<span class="bw-status bw-status-{0}">{0}</span>', run.status)
 
+    @admin.display(description="run")
+    def short_run_id(self, run: WorkflowRun) -> str:
+        # Ids may be reused (a new run after the last one closed): the run id tells them apart.
+        return format_html('<code title="{}">{}</code>', run.run_id, str(run.run_id)[:8])
+
     @admin.display(description="workflow", ordering="workflow_name")
     def workflow(self, run: WorkflowRun) -> str:
         return run.workflow_name
@@ -161,7 +182,12 @@ class WorkflowRunAdmin(admin.ModelAdmin):
         return f"{run.waiting_for} ({since})"
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "pending_count": self._pending().count()}
+        extra_context = {
+            **(extra_context or {}),
+            "pending_count": self._pending().count(),
+            "can_start": allowed(request.user, Operation.START),
+            "live_version": self._list_version(),
+        }
         return super().changelist_view(request, extra_context)
 
     def get_urls(self) -> list[Any]:
@@ -169,6 +195,9 @@ class WorkflowRunAdmin(admin.ModelAdmin):
         name = f"{self.opts.app_label}_{self.opts.model_name}"
         return [
             path("approvals/", wrap(self.approvals_view), name=f"{name}_approvals"),
+            path("start/", wrap(self.start_view), name=f"{name}_start"),
+            path("version/", wrap(self.list_version_view), name=f"{name}_list_version"),
+            path("<path:object_id>/version/", wrap(self.version_view), name=f"{name}_version"),
             path("<path:object_id>/approve/", wrap(self.approve_view), name=f"{name}_approve"),
             path("<path:object_id>/reject/", wrap(self.reject_view), name=f"{name}_reject"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{name}_cancel"),
@@ -230,6 +259,7 @@ class WorkflowRunAdmin(admin.ModelAdmin):
             "can_approve": waits_for_approval(run) and allowed(request.user, Operation.SIGNAL),
             "can_cancel": run.status == Status.RUNNING.value
             and allowed(request.user, Operation.CANCEL),
+            "live_version": self._run_version(run),
         }
         return TemplateResponse(request, "beluga_workflows/admin/run.html", context)
 
@@ -261,8 +291,71 @@ class WorkflowRunAdmin(admin.ModelAdmin):
             ],
             "can_signal": allowed(request.user, Operation.SIGNAL),
             "now": timezone.now(),
+            "live_version": self._list_version(),
         }
         return TemplateResponse(request, "beluga_workflows/admin/approvals.html", context)
+
+    # Live pages: each page polls a small "version" and reloads itself when it changes.
+
+    @staticmethod
+    def _run_version(run: WorkflowRun) -> str:
+        return f"{run.status}:{run.last_sequence}:{run.updated_at.isoformat()}"
+
+    @staticmethod
+    def _list_version() -> str:
+        latest = WorkflowRun.objects.aggregate(last_id=Max("id"), changed=Max("updated_at"))
+        changed = latest["changed"].isoformat() if latest["changed"] else ""
+        return f"{latest['last_id'] or 0}:{changed}"
+
+    def version_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        require(request.user, Operation.VIEW)
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            raise Http404(f"No workflow run with primary key {object_id!r}.")
+        return JsonResponse({"version": self._run_version(run), "status": run.status})
+
+    def list_version_view(self, request: HttpRequest) -> JsonResponse:
+        require(request.user, Operation.VIEW)
+        return JsonResponse({"version": self._list_version()})
+
+    # Starting a run: a registered name and JSON input, for users who may start runs.
+
+    def start_view(self, request: HttpRequest) -> HttpResponse:
+        require(request.user, Operation.START)
+        form = StartRunForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            started = self._start(request, form)
+            if started is not None:
+                return started
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Start a workflow run",
+            "form": form,
+        }
+        return TemplateResponse(request, "beluga_workflows/admin/start.html", context)
+
+    def _start(self, request: HttpRequest, form: StartRunForm) -> HttpResponse | None:
+        name = form.cleaned_data["workflow"]
+        try:
+            handle = get_executor().start(name, form.options())
+        except WorkflowAlreadyStartedError as exc:
+            form.add_error("id", str(exc))
+        except InvalidPayloadError as exc:
+            form.add_error("input", str(exc))
+        except WorkflowNameError as exc:
+            form.add_error("workflow", str(exc))
+        else:
+            message = f"Started {name} as {handle.id!r} (run {handle.run_id})."
+            self.message_user(request, message, messages.SUCCESS)
+            run = WorkflowRun.objects.filter(run_id=handle.run_id).first()
+            if run is not None:
+                self.log_addition(request, run, message)
+                return HttpResponseRedirect(self._run_url(run))
+            # On Temporal the row is mirrored a moment later: the list finds it then.
+            changelist = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist")
+            return HttpResponseRedirect(f"{changelist}?{urlencode({'q': handle.id})}")
+        return None
 
     # Buttons: POST only, permission-checked, through the executor.
 

@@ -41,9 +41,37 @@ def format_duration(seconds: float | None) -> str:
     return " ".join(shown)
 
 
+def _one_line(value: Any) -> Any:
+    """The value with every text in it on one line (line breaks and space runs as one space)."""
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, list):
+        return [_one_line(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _one_line(item) for key, item in value.items()}
+    return value
+
+
 def short_json(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """A value in one line of at most about ``limit`` characters, for a sentence.
+
+    Text reads as text: in quotes, its line breaks and runs of spaces shown as one space (not
+    as ``\\n``); other values as compact JSON. What is too long is cut at the last word or
+    item boundary before the limit, never inside a word, and ends with an ellipsis.
+    """
+    if isinstance(value, str):
+        text = "“" + " ".join(value.split()) + "”"
+    else:
+        text = json.dumps(
+            _one_line(value), ensure_ascii=False, default=str, separators=(", ", ": ")
+        )
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    boundary = max(cut.rfind(" "), cut.rfind(","))
+    if boundary > limit // 2:  # a word or item boundary not too far back
+        cut = cut[:boundary]
+    return cut.rstrip(" ,") + "…"
 
 
 def _error_text(error: dict[str, Any] | None) -> str:

@@ -326,3 +326,106 @@ def test_timeline_draws_parallel_activities_and_children_as_lanes():
     child = chart["rows"][3]
     assert child["span"].label == "child b-report" and child["span"].outcome == "completed"
     assert timeline.describe(events[7]).startswith("Starting child workflow batch_report")
+
+
+# Starting a run from the admin.
+
+START = CHANGELIST + "start/"
+
+
+def test_only_users_who_may_start_runs_see_the_start_form(login):
+    assert login("viewer").get(START).status_code == 403
+    assert "Start a run" not in login("viewer").get(CHANGELIST).content.decode()
+    starter = login("starter")
+    assert "Start a run" in starter.get(CHANGELIST).content.decode()
+    form = starter.get(START).content.decode()
+    assert '<option value="research">research</option>' in form
+    assert '<option value="api_echo">api_echo</option>' in form
+
+
+@pytest.mark.core
+def test_the_start_form_starts_a_run_and_shows_its_page(login):
+    response = login("starter").post(
+        START, {"workflow": "api_echo", "id": "echo-9", "input": '{"n": 9}', "timeout": "60"}
+    )
+    run = WorkflowRun.objects.get(workflow_id="echo-9")
+    assert response.status_code == 302 and response["Location"] == page(run)
+    assert run.input == {"n": 9} and run.timeout_seconds == 60
+    assert LogEntry.objects.filter(object_id=str(run.pk)).exists()
+
+
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ({"input": "not json"}, "input", "Not JSON"),
+        ({"input": "1", "id": "a/b"}, "id", "/"),
+        ({"input": "1", "timeout": "-5"}, "timeout", "more than 0"),
+        ({"input": "1", "workflow": "tests.api_fixtures:echo"}, "workflow", "valid choice"),
+        ({"input": '"\\u0000"'}, "input", "NUL"),
+    ],
+)
+def test_the_start_form_refuses_bad_input_and_starts_nothing(login, data, field, message):
+    response = login("starter").post(START, {"workflow": "api_echo", **data})
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert field in errors and message in " ".join(errors[field]), errors
+    assert not WorkflowRun.objects.exists()
+
+
+def test_the_start_form_says_when_the_id_is_already_running(login):
+    start("api_approval", "order-1")
+    response = login("starter").post(
+        START, {"workflow": "api_approval", "id": "order-1", "input": "null"}
+    )
+    assert "already running" in " ".join(response.context["form"].errors["id"])
+    assert WorkflowRun.objects.filter(workflow_id="order-1").count() == 1
+
+
+# Live pages: the version they poll changes when what they show changes.
+
+
+def test_a_run_page_version_changes_as_the_run_moves_on(login):
+    run = start("api_expense", "expense-1", "taxi")
+    client = login("viewer")
+    url = page(run, "version")
+    before = client.get(url).json()
+    assert before["status"] == "running"
+    assert client.get(url).json() == before  # nothing happened: same version
+    workflow.get_executor().signal("expense-1", workflow.Signal("details", 1))
+    drive("expense-1")
+    assert client.get(url).json()["version"] != before["version"]
+    assert login("nobody").get(url).status_code == 403
+    assert (
+        f'data-bw-version="{client.get(url).json()["version"]}"'
+        in client.get(page(run)).content.decode()
+    )
+
+
+def test_the_list_version_changes_when_a_run_starts_or_moves(login):
+    client = login("viewer")
+    url = CHANGELIST + "version/"
+    empty = client.get(url).json()["version"]
+    start("api_approval", "order-1")
+    started = client.get(url).json()["version"]
+    assert started != empty
+    workflow.get_executor().signal("order-1", workflow.Signal("approval", True))
+    drive("order-1")
+    assert client.get(url).json()["version"] != started
+    assert login("nobody").get(url).status_code == 403
+
+
+# Summaries in the history: whole words, text as text.
+
+
+def test_summaries_show_text_as_text_and_cut_between_words():
+    report = "Final Report\n\nResearch findings on 'Q4': key insights discovered.\n\nEnd."
+    assert timeline.short_json(report, 200) == (
+        "“Final Report Research findings on 'Q4': key insights discovered. End.”"
+    )
+    cut = timeline.short_json("alpha beta gamma delta epsilon zeta eta theta", 30)
+    assert cut.endswith("…") and len(cut) <= 30
+    assert cut[:-1].split()[-1] in "“alpha beta gamma delta epsilon zeta eta theta".split()
+    assert "\\n" not in timeline.short_json({"text": "a\nb"})
+    items = timeline.short_json(list(range(100)), 40)
+    assert items.endswith("…") and len(items) <= 40
+    assert all(part.strip(" [").isdigit() for part in items[:-1].split(","))  # whole numbers

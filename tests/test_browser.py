@@ -2,7 +2,9 @@
 
 A `runworker` subprocess runs the tutorial `research` workflow against the test database; a
 reviewer (staff, `view` + `signal` permissions only) logs into the admin, finds the run among
-the pending approvals, clicks Approve and watches the run complete.
+the pending approvals, clicks Approve and watches the run complete — the page refreshes
+itself. A starter (`view` + `start`) starts a run with the admin's form and watches the run
+list pick up a run started elsewhere, with no reload by hand.
 
 Set `BELUGA_SCREENSHOTS=1` to refresh `docs/images/admin-approval.png` (the run waiting for
 approval) and `docs/images/admin-approval-completed.png` (after approval) for the docs.
@@ -114,13 +116,56 @@ def _approve_in_the_admin(page: Any, base_url: str) -> None:
     page.get_by_role("button", name="Approve").click()
     expect(page.locator(".messagelist")).to_contain_text("Approved 'research-q4-2025'")
 
-    def completed() -> bool:
-        page.reload()
-        return page.locator("#bw-status").inner_text() == "completed"
-
-    wait_until(completed, 30, interval=0.5, message="the run completed in the admin")
+    # No reload by hand: the page refreshes itself while the run moves on.
+    expect(page.locator("#bw-status")).to_have_text("completed", timeout=30_000)
     expect(page.locator("#bw-result")).to_contain_text("Final Report")
     expect(page.locator("#bw-history")).to_contain_text("Signal 'approval' = true from 'reviewer'")
     expect(page.get_by_role("button", name="Approve")).to_have_count(0)
     if SCREENSHOTS:
         page.screenshot(path=str(IMAGES / "admin-approval-completed.png"), full_page=True)
+
+
+def test_a_starter_starts_a_run_from_the_admin_and_lists_refresh_themselves(
+    live_server, worker, users, counter_dir
+):
+    import subprocess
+    import sys
+
+    from playwright.sync_api import expect
+
+    from tests.conftest import worker_env
+
+    env = worker_env(counter_dir)
+    with chromium_page() as page:
+        page.goto(f"{live_server.url}/admin/")
+        page.fill("#id_username", "starter")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.get_by_role("link", name="Workflow runs").first.click()
+        page.get_by_role("link", name="Start a run").click()
+
+        # Not JSON: the form says so beside the field and starts nothing.
+        page.select_option("#id_workflow", "research")
+        page.fill("#id_id", "from-the-admin")
+        page.fill("#id_input", "Q1 costs")
+        page.get_by_role("button", name="Start").click()
+        expect(page.locator(".field-input .errorlist")).to_contain_text("Not JSON")
+
+        page.fill("#id_input", '"Q1 costs"')
+        page.get_by_role("button", name="Start").click()
+        expect(page.locator(".messagelist")).to_contain_text("Started research as 'from-the-admin'")
+        # The run's page, which follows the run to its approval wait by itself.
+        expect(page.locator("#bw-waiting")).to_contain_text("signal:approval", timeout=30_000)
+        expect(page.locator("#bw-history")).to_contain_text(
+            "Started research with input “Q1 costs”"
+        )
+
+        # The list shows a run started elsewhere (the CLI) without a reload by hand.
+        page.get_by_role("link", name="Workflow runs").first.click()
+        expect(page.locator("#result_list")).to_contain_text("from-the-admin")
+        subprocess.run(
+            [sys.executable, "manage.py", "workflow", "start", "research", "--id", "from-the-cli",
+             "--input", '"Q2"'],
+            cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        expect(page.locator("#result_list")).to_contain_text("from-the-cli", timeout=15_000)
