@@ -6,8 +6,10 @@
 * :class:`ActivityTask` — the current attempt of each activity step: what the broker
   message points at, with the attempt's deadline so a dead worker is noticed.
 * :class:`Timer` — durable timers (sleeps, signal-wait timeouts, workflow timeouts).
+* :class:`WorkerHeartbeat` — a ``runworker`` process announcing itself (:mod:`.heartbeats`).
 
-Only :mod:`beluga_workflows.engine` writes these rows.
+Only :mod:`beluga_workflows.engine` writes the run rows (and, on Temporal, the mirror copies
+them; :mod:`.retention` deletes closed ones); each worker writes its own heartbeat row.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 
 from .options import ParentClosePolicy, Status
 
@@ -93,6 +96,13 @@ class WorkflowRun(models.Model):
                 fields=["closed_at"],
                 condition=Q(notify_parent=True),
                 name="beluga_run_notify_parent",
+            ),
+            # Retention: closed runs, oldest close first (a run closed through a store's
+            # ``save`` has no ``closed_at``; its last update stands in).
+            models.Index(
+                Coalesce("closed_at", "updated_at"),
+                condition=~Q(status="running"),
+                name="beluga_run_closed",
             ),
         ]
 
@@ -185,3 +195,35 @@ class Timer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} at {self.fire_at:%Y-%m-%d %H:%M:%S} ({self.state})"
+
+
+class WorkerHeartbeat(models.Model):
+    """A ``runworker`` process, as it last announced itself (:mod:`.heartbeats`).
+
+    Each worker inserts its row at start, refreshes ``last_beat`` every ``interval`` seconds
+    and deletes the row when it stops cleanly; a row whose beat is older than 3 intervals
+    belongs to a worker that is not live (killed, frozen, or cut off from the database).
+    """
+
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    #: The executor it serves: ``default`` (the built-in engine) or ``temporal``.
+    executor = models.CharField(max_length=32)
+    #: Celery queues (built-in engine) or the Temporal task queue it takes work from.
+    queues = models.JSONField(default=list)
+    concurrency = models.IntegerField()
+    pool = models.CharField(max_length=16, blank=True, default="")
+    #: Whether it runs the sweeper (fires due timers, recovers lost work): built-in engine.
+    sweeper = models.BooleanField(default=False)
+    #: Seconds between its beats, as it was configured.
+    interval = models.FloatField()
+    started_at = models.DateTimeField()
+    #: Written with the database's clock, and compared with it: hosts' clocks may differ.
+    last_beat = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["executor", "host", "pid"]
+        verbose_name = "worker"
+
+    def __str__(self) -> str:
+        return f"{self.executor} worker {self.pid}@{self.host}"

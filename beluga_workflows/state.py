@@ -1,14 +1,16 @@
 """A run as every executor, store, the CLI and the API describe it (:class:`WorkflowState`),
-and how a row of the run table becomes one (:func:`run_state`)."""
+and how rows of the run table become one (:func:`run_state`, :func:`run_states`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .models import WorkflowRun
 from .options import Status
+
+if TYPE_CHECKING:  # the models need Django set up; `workflow` must import without it
+    from .models import WorkflowRun
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class WorkflowState:
     #: The run this one continues, and the run that continues it (``continue_as_new``).
     continued_from: str | None = None
     continued_as: str | None = None
+    #: Running, and what it waits on has no live worker to serve it (:mod:`.heartbeats`).
+    no_worker: bool = False
 
     def to_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -58,11 +62,22 @@ class WorkflowState:
             "children": list(self.children),
             "continued_from": self.continued_from,
             "continued_as": self.continued_as,
+            "no_worker": self.no_worker,
         }
 
 
-def run_state(run: WorkflowRun, children: bool = False) -> WorkflowState:
-    """A run as every executor describes it; ``children`` lists them (one more query)."""
+def run_states(runs: list[WorkflowRun], children: bool = False) -> list[WorkflowState]:
+    """Rows as every executor describes them, ``no_worker`` included (a few queries for the
+    whole list, see :func:`.heartbeats.unserved`)."""
+    from . import heartbeats
+
+    unserved = heartbeats.unserved(runs)
+    return [run_state(run, children, no_worker=run.pk in unserved) for run in runs]
+
+
+def run_state(run: WorkflowRun, children: bool = False, no_worker: bool = False) -> WorkflowState:
+    """A run as every executor describes it; ``children`` lists them (one more query).
+    ``no_worker`` is the caller's to find out (:func:`run_states` does)."""
     parent = run.parent
     kids: tuple[dict[str, Any], ...] = ()
     if children:
@@ -95,4 +110,5 @@ def run_state(run: WorkflowRun, children: bool = False) -> WorkflowState:
         children=kids,
         continued_from=str(run.continued_from.run_id) if run.continued_from else None,
         continued_as=str(successor) if successor else None,
+        no_worker=no_worker,
     )

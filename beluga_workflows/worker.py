@@ -1,6 +1,7 @@
 """The built-in engine's worker: a Celery worker for workflow steps and activities, plus the
-sweeper (timers, expired attempts, lost messages). ``manage.py runworker`` is a thin shell
-over :class:`Worker`.
+sweeper (timers, expired attempts, lost messages), the heartbeat that announces the worker
+(:mod:`.heartbeats`) and, with ``RETENTION`` set, the pruning of old runs (:mod:`.retention`).
+``manage.py runworker`` is a thin shell over :class:`Worker`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from celery import current_app
 from celery.signals import worker_ready
 from django.db import close_old_connections
 
+from . import heartbeats, retention
 from .conf import beluga_settings
 
 logger = logging.getLogger("beluga_workflows")
@@ -79,20 +81,20 @@ class Worker:
         survive_broker_restarts(self.app)
         sweeper = Sweeper(float(beluga_settings.POLL_INTERVAL)) if self.sweep else None
         worker_ready.connect(_announce, weak=False)
+        queues = [beluga_settings.WORKFLOW_QUEUE, beluga_settings.ACTIVITY_QUEUE]
+        info = heartbeats.WorkerInfo(
+            executor="default",
+            queues=tuple(queues),
+            concurrency=self.concurrency,
+            pool=self.pool,
+            sweeper=self.sweep,
+        )
         if sweeper:
             sweeper.start()
         try:
-            worker = self.app.Worker(
-                pool=self.pool,
-                concurrency=self.concurrency,
-                queues=[beluga_settings.WORKFLOW_QUEUE, beluga_settings.ACTIVITY_QUEUE],
-                loglevel=self.loglevel,
-                hostname=f"beluga-{os.getpid()}@{socket.gethostname()}",
-                without_gossip=True,
-                without_mingle=True,
-                optimization="fair",
-            )
-            worker.start()
+            with heartbeats.announced(info), retention.pruning():
+                worker = self._celery_worker(queues)
+                worker.start()
         finally:
             if sweeper:
                 sweeper.stop()
@@ -100,6 +102,18 @@ class Worker:
         code = getattr(worker, "exitcode", 0) or 0
         if code:
             raise SystemExit(code)
+
+    def _celery_worker(self, queues: list[str]) -> Any:
+        return self.app.Worker(
+            pool=self.pool,
+            concurrency=self.concurrency,
+            queues=queues,
+            loglevel=self.loglevel,
+            hostname=f"beluga-{os.getpid()}@{socket.gethostname()}",
+            without_gossip=True,
+            without_mingle=True,
+            optimization="fair",
+        )
 
 
 def keep_connections(app: Any) -> None:

@@ -106,6 +106,13 @@ class RunSerializer(serializers.Serializer):
         allow_null=True,
         help_text="The run id that continues this one, once it has continued as new.",
     )
+    no_worker = serializers.BooleanField(
+        read_only=True,
+        help_text="True when the run is running and what it waits on has no live worker to "
+        "serve it: on the built-in engine a workflow step, an activity attempt or a due timer "
+        "with no live `default` worker on its queue (or running the sweeper); on Temporal, no "
+        "live `temporal` worker on its task queue. See `GET /workers/`.",
+    )
 
 
 MAX_TIMEOUT_SECONDS = MAX_DURATION.total_seconds()
@@ -251,6 +258,34 @@ class ApprovalSerializer(serializers.Serializer):
     def get_signal(self, run: Any) -> str:
         first = str(run.waiting_for).split(", ")[0]
         return first.removeprefix("signal:").split(" (")[0]
+
+
+@component("Worker")
+class WorkerSerializer(serializers.Serializer):
+    """A `runworker` process, as its last heartbeat announced it."""
+
+    host = serializers.CharField(read_only=True)
+    pid = serializers.IntegerField(read_only=True)
+    executor = serializers.CharField(read_only=True, help_text="`default` or `temporal`.")
+    queues = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="The Celery queues (built-in engine) or the Temporal task queue it serves.",
+    )
+    concurrency = serializers.IntegerField(read_only=True)
+    pool = serializers.CharField(read_only=True, help_text="The Celery pool, or `threads`.")
+    sweeper = serializers.BooleanField(
+        read_only=True,
+        help_text="Whether it fires due timers and recovers lost work (built-in engine).",
+    )
+    interval = serializers.FloatField(read_only=True, help_text="Seconds between its beats.")
+    started_at = serializers.DateTimeField(read_only=True)
+    last_beat = serializers.DateTimeField(read_only=True)
+    live = serializers.BooleanField(
+        read_only=True,
+        help_text="Whether its last beat is at most 3 intervals old; a worker that stopped "
+        "cleanly has no row, one that died is listed as not live for a while.",
+    )
 
 
 @component("Error")

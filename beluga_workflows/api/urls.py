@@ -3,9 +3,10 @@
     path("api/", include("beluga_workflows.api.urls")),
 
 ``workflows/`` (list, start, detail, ``events/``, ``signal/``, ``query/<type>/``,
-``cancel/``) and ``approvals/`` under a browsable API root; ``schema/`` (OpenAPI 3 of this API
-only), ``docs/`` (Swagger UI) and ``redoc/``, all for signed-in users. The two pages need
-``drf_spectacular`` in ``INSTALLED_APPS`` (their templates); the schema does not.
+``cancel/``), ``approvals/`` and ``workers/`` under a browsable API root; ``schema/``
+(OpenAPI 3 of this API only), ``docs/`` (Swagger UI) and ``redoc/``, all for signed-in
+users. The two pages need ``drf_spectacular`` in ``INSTALLED_APPS`` (their templates); the
+schema does not.
 """
 
 from typing import Any
@@ -17,7 +18,7 @@ from rest_framework.routers import APIRootView, DefaultRouter
 from .authentication import AuthenticateHeaderMixin
 from .permissions import with_project_defaults
 from .schema import APP_NAME, SchemaView, redoc_view, swagger_view
-from .views import ApprovalViewSet, WorkflowViewSet
+from .views import ApprovalViewSet, WorkerViewSet, WorkflowViewSet
 
 
 class RootView(AuthenticateHeaderMixin, APIRootView):
@@ -36,6 +37,7 @@ app_name = APP_NAME
 router = Router()
 router.register("workflows", WorkflowViewSet, basename="workflow")
 router.register("approvals", ApprovalViewSet, basename="approval")
+router.register("workers", WorkerViewSet, basename="worker")
 
 urlpatterns = [
     path("schema/", SchemaView.as_view(), name="schema"),

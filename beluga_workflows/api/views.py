@@ -3,7 +3,7 @@
 Every action (start, signal, query, cancel) and every read of one run goes through
 ``get_executor()``, so the API behaves the same on the built-in engine and on Temporal. Lists
 read the run table, which both executors keep current, because only a table can be filtered
-and paginated.
+and paginated; ``workers/`` reads the workers' heartbeats (:mod:`beluga_workflows.heartbeats`).
 
 Engine errors become HTTP answers in one place (:meth:`WorkflowViewSet.handle_exception`):
 unknown id → 404, finished or already running → 409, bad value → 400.
@@ -29,6 +29,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from .. import heartbeats
 from ..errors import (
     InvalidPayloadError,
     PayloadTooLargeError,
@@ -39,10 +40,10 @@ from ..errors import (
     WorkflowNotFoundError,
 )
 from ..executors import get_executor
-from ..models import WorkflowRun
+from ..models import WorkerHeartbeat, WorkflowRun
 from ..options import Signal, Status, WorkflowOptions
 from ..permissions import Operation, allowed, sender_name
-from ..state import run_state
+from ..state import run_states
 from . import serializers as s
 from .authentication import AuthenticateHeaderMixin
 from .filters import ApprovalFilter, FilterBackend, RunFilter
@@ -249,7 +250,7 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         queryset = self.filter_queryset(self.get_queryset())
         page = self.paginate_queryset(queryset)
         rows = page if page is not None else list(queryset)
-        data = self.get_serializer([run_state(run) for run in rows], many=True).data
+        data = self.get_serializer(run_states(list(rows)), many=True).data
         return self.get_paginated_response(data) if page is not None else Response(data)
 
     @operation(
@@ -433,3 +434,29 @@ class ApprovalViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         return WorkflowRun.objects.filter(
             status=Status.RUNNING.value, waiting_for__startswith="signal:"
         ).order_by("waiting_since", "id")
+
+
+@extend_schema_view(
+    list=operation(
+        summary="Workers",
+        description="Every `manage.py runworker` that announced itself with its heartbeat, live "
+        "ones first: host, pid, executor, the queues it serves, concurrency, last beat. A worker "
+        "that stopped cleanly is gone; one that died is listed with `live: false` until the "
+        "live workers forget it (15 minutes). A short list, not paginated.",
+        responses={200: s.WorkerSerializer(many=True), **READ_ERRORS},
+    )
+)
+class WorkerViewSet(AuthenticateHeaderMixin, viewsets.GenericViewSet):
+    queryset = WorkerHeartbeat.objects.all()
+    serializer_class = s.WorkerSerializer
+    pagination_class = None
+    filter_backends: list[Any] = []
+    permission_classes = [WorkflowPermission]
+    schema = ApiSchema()
+    operations = {"list": Operation.VIEW}
+
+    def get_permissions(self) -> list[Any]:
+        return with_project_defaults(WorkflowPermission())
+
+    def list(self, request: Request) -> Response:
+        return Response(s.WorkerSerializer(heartbeats.workers(fresh=True), many=True).data)

@@ -13,7 +13,9 @@ class Command(BaseCommand):
     help = (
         "Run a workflow worker for the configured executor: for the built-in engine a Celery "
         "worker (workflow steps and activities) plus timers and recovery; for Temporal a "
-        "Temporal worker. Stops cleanly on SIGTERM/SIGINT."
+        "Temporal worker. Announces itself with a heartbeat (`workflow workers`, "
+        "GET /api/workers/) and, with BELUGA_WORKFLOWS['RETENTION'] set, deletes old closed "
+        "runs a batch at a time. Stops cleanly on SIGTERM/SIGINT."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -1,10 +1,15 @@
-"""``manage.py workflow``: start, signal, query, cancel and inspect runs from a shell.
+"""``manage.py workflow``: start, signal, query, cancel and inspect runs from a shell; list
+the live workers and prune old runs.
 
 Every action goes through ``get_executor()``, like the REST API and the admin. With
 ``--user NAME`` the command acts as that user: the same permission rules as the API apply
 (:mod:`beluga_workflows.permissions`) and signals record the user as sender. Without it the
 shell is trusted (whoever can run ``manage.py`` can read the database anyway) and signals record
-``cli:<os user>``.
+``cli:<os user>``. ``prune`` takes no ``--user``: deleting history is maintenance, like
+``migrate``, for whoever runs ``manage.py``.
+
+Durations are ``<int><s|m|h|d>`` (``90s``, ``30d``) everywhere (:func:`parse_duration`);
+``--timeout`` and ``--wait`` also take a plain number of seconds, as they always did.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import re
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import registry, timeline
+from ... import heartbeats, registry, retention, timeline
 from ...errors import (
     InvalidPayloadError,
     WorkflowAlreadyStartedError,
@@ -29,7 +36,7 @@ from ...errors import (
 )
 from ...executors import get_executor
 from ...models import WorkflowRun
-from ...options import Signal, Status, WorkflowOptions
+from ...options import MAX_DURATION, Signal, Status, WorkflowOptions
 from ...permissions import Operation, allowed, require, sender_name
 from ...state import WorkflowState
 
@@ -45,7 +52,8 @@ exit codes:
   0  success
   1  the operation failed: a run that ended failed/canceled/timed out (start --wait),
      a query with no handler or whose handler raised, any other error
-  2  usage: bad arguments, invalid JSON, unknown workflow name, unknown --user
+  2  usage: bad arguments, invalid JSON, unknown workflow name, unknown --user,
+     a bad duration (<int><s|m|h|d>, e.g. 30d) or --status
   3  not found: no run with this workflow id
   4  conflict: the id is already running (start), or the run has finished (signal, cancel)
   5  permission denied (--user lacks the permission)
@@ -55,6 +63,8 @@ examples:
   manage.py workflow list --approvals
   manage.py workflow signal research-q4 approval true --user alice
   manage.py workflow describe research-q4 --json
+  manage.py workflow workers
+  manage.py workflow prune --older-than 30d --status completed,canceled --dry-run
 """
 
 OPERATIONS = {
@@ -62,6 +72,35 @@ OPERATIONS = {
     "signal": Operation.SIGNAL,
     "cancel": Operation.CANCEL,
 }
+
+
+DURATION = re.compile(r"([0-9]+)([smhd])")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """``<int><s|m|h|d>`` (``90s``, ``30d``); a ValueError naming ``option`` and the value."""
+    match = DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError(
+            f"{option} {text!r} is not a duration: use <int><s|m|h|d>, e.g. 90s, 15m, 2h or 30d."
+        )
+    seconds = int(match[1]) * UNITS[match[2]]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{option} {text!r} is too long: at most 100 years (36500d).")
+    return timedelta(seconds=seconds)
+
+
+def parse_seconds(text: str, option: str) -> float:
+    """A number of seconds (as these options always took) or a duration (``2d``)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text, option).total_seconds()
+    except ValueError as exc:
+        raise ValueError(f"{exc} A plain number of seconds works too.") from None
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -113,14 +152,18 @@ class Command(BaseCommand):
         start.add_argument("workflow", help="Public name, e.g. research (see `names`).")
         start.add_argument("--id", dest="workflow_id", help="Workflow id (default: a UUID).")
         start.add_argument("--input", default="null", help="JSON input (default null).")
-        start.add_argument("--timeout", type=float, help="Seconds the whole run may take.")
+        start.add_argument(
+            "--timeout",
+            metavar="DURATION",
+            help="How long the whole run may take: seconds, or e.g. 90s, 2h, 2d.",
+        )
         start.add_argument(
             "--wait",
-            type=float,
             nargs="?",
-            const=-1,
-            metavar="SECONDS",
-            help="Wait for the run to finish (at most SECONDS) and print its outcome.",
+            const="forever",
+            metavar="DURATION",
+            help="Wait for the run to finish (at most DURATION: seconds, or e.g. 90s, 5m) "
+            "and print its outcome.",
         )
 
         signal = add("signal", "Send a signal to the running run of an id.")
@@ -155,10 +198,49 @@ class Command(BaseCommand):
 
         add("names", "List the workflow names that can be started.")
 
+        add(
+            "workers",
+            "List the runworker processes that announced themselves (heartbeats), live ones first.",
+        )
+
+        closed = ",".join(status.value for status in retention.CLOSED)
+        prune = sub.add_parser(
+            "prune",
+            help="Delete closed runs older than a duration, with their history, in batches.",
+            description="Delete closed runs (never running ones) closed longer ago than "
+            "--older-than, with their events, activity attempts and timers, a batch per "
+            "transaction. On the Temporal executor this deletes beluga's mirror rows only: "
+            "Temporal's own histories follow its namespace retention.",
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        prune.add_argument(
+            "--older-than",
+            metavar="DURATION",
+            help="Closed longer ago than this: <int><s|m|h|d>, e.g. 30d (default: the "
+            "RETENTION setting, when set).",
+        )
+        prune.add_argument(
+            "--status",
+            metavar="STATUSES",
+            help=f"Only runs with these statuses, comma-separated (default: all of {closed}).",
+        )
+        prune.add_argument(
+            "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
+        )
+        prune.add_argument(
+            "--batch-size",
+            type=int,
+            default=retention.BATCH,
+            metavar="N",
+            help=f"Runs deleted per transaction (default {retention.BATCH}).",
+        )
+        prune.add_argument("--json", action="store_true", help="Print JSON for scripts.")
+
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         self.as_json = options["json"]
-        user = self._user(options["user"])
+        user = self._user(options.get("user"))
         # As in the REST API: a user without `view` learns only a run's id, run id and status,
         # and cannot tell a finished run from an unknown id.
         self.may_view = user is None or allowed(user, Operation.VIEW)
@@ -198,19 +280,23 @@ class Command(BaseCommand):
     def do_start(self, options: dict[str, Any]) -> None:
         registry.resolve_public(options["workflow"])  # a public name, never an import path
         workflow_input = parse_json(options["input"], "--input")
+        timeout = options["timeout"]
+        if timeout is not None:
+            timeout = parse_seconds(timeout, "--timeout")
+        wait = None  # `--wait` alone: no limit
+        if options["wait"] not in (None, "forever"):
+            wait = parse_seconds(options["wait"], "--wait")
+            wait = None if wait < 0 else wait  # as before: a negative wait has no limit
         executor = get_executor()
         handle = executor.start(
             options["workflow"],
             WorkflowOptions(
-                id=options["workflow_id"] or None,
-                input=workflow_input,
-                timeout=options["timeout"],
+                id=options["workflow_id"] or None, input=workflow_input, timeout=timeout
             ),
         )
         if options["wait"] is None:
             self._state(executor.describe(handle.id))
             return
-        wait = None if options["wait"] < 0 else options["wait"]
         try:
             handle.result(timeout=wait)
         except WorkflowError as exc:
@@ -262,7 +348,7 @@ class Command(BaseCommand):
             )
 
     def do_list(self, options: dict[str, Any]) -> None:
-        from ...state import run_state
+        from ...state import run_states
 
         runs = WorkflowRun.objects.select_related("parent", "continued_from").order_by(
             "-created_at", "-id"
@@ -279,7 +365,7 @@ class Command(BaseCommand):
             runs = runs.filter(parent__workflow_id=options["parent"])
         if options["limit"] < 1:
             raise ValueError("--limit must be at least 1.")
-        states = [run_state(run) for run in runs[: options["limit"]]]
+        states = run_states(list(runs[: options["limit"]]))
         if self.as_json:
             self._json([state.to_json() for state in states])
             return
@@ -298,6 +384,80 @@ class Command(BaseCommand):
             self._json(names)
         else:
             self.stdout.write("\n".join(names) if names else "No workflow has a public name.")
+
+    def do_workers(self, options: dict[str, Any]) -> None:
+        found = heartbeats.workers(fresh=True)
+        if self.as_json:
+            self._json([w.to_json() for w in found])
+            return
+        if not found:
+            self.stdout.write("No worker has announced itself: start one with manage.py runworker.")
+            return
+        self.stdout.write(
+            f"{'HOST':<24} {'PID':>7} {'EXECUTOR':<9} {'QUEUES':<36} {'CONC':>4} "
+            f"{'POOL':<8} {'LAST BEAT':<16} STATE"
+        )
+        for w in found:
+            ago = timeline.format_duration(w.age) + " ago"
+            self.stdout.write(
+                f"{w.host:<24} {w.pid:>7} {w.executor:<9} {','.join(w.queues):<36} "
+                f"{w.concurrency:>4} {w.pool:<8} {ago:<16} {'live' if w.live else 'NOT LIVE'}"
+            )
+
+    def do_prune(self, options: dict[str, Any]) -> None:
+        from django.utils import timezone
+
+        from ...conf import retention as retention_setting
+
+        if options["older_than"] is not None:
+            older_than = parse_duration(options["older_than"], "--older-than")
+        else:
+            period = retention_setting()
+            if period is None:
+                raise ValueError(
+                    "--older-than is required (e.g. --older-than 30d): the RETENTION setting "
+                    "is not set."
+                )
+            older_than = period
+        if options["batch_size"] < 1:
+            raise ValueError("--batch-size must be at least 1.")
+        only = retention.statuses(options["status"].split(",") if options["status"] else ())
+        cutoff = timezone.now() - older_than
+        dry_run = options["dry_run"]
+        if dry_run:
+            done = retention.count(cutoff, only)
+        else:
+            done = retention.prune(cutoff, only, options["batch_size"])
+        executor = get_executor().name
+        mirror_only = executor == "temporal"
+        if self.as_json:
+            self._json(
+                {
+                    "dry_run": dry_run,
+                    "cutoff": cutoff.isoformat(),
+                    "statuses": [s.value for s in only],
+                    "executor": executor,
+                    "mirror_only": mirror_only,
+                    **done.to_json(),
+                }
+            )
+            return
+        verb = "Would delete" if dry_run else "Deleted"
+        batches = "" if dry_run else f", in {_count(done.batches, 'batch', 'batches')}"
+        self.stdout.write(
+            f"{verb} {_count(done.runs, 'run')} closed before {cutoff:%Y-%m-%d %H:%M:%S %Z} "
+            f"({', '.join(s.value for s in only)}), with {_count(done.events, 'event')}, "
+            f"{_count(done.activity_tasks, 'activity attempt')} and "
+            f"{_count(done.timers, 'timer')}{batches}."
+        )
+        if dry_run:
+            self.stdout.write("Dry run: nothing was deleted.")
+        if mirror_only:
+            self.stdout.write(
+                "Temporal executor: these are beluga's mirror rows (what the admin, REST API "
+                "and CLI list); Temporal keeps its own histories for the namespace's retention "
+                "period."
+            )
 
     # Output.
 
@@ -333,6 +493,11 @@ class Command(BaseCommand):
         for key in ("parent_id", "continued_from", "continued_as"):
             if data[key]:
                 self.stdout.write(f"{key + ':':<18}{data[key]}")
+        if data["no_worker"]:
+            self.stdout.write(
+                f"{'no_worker:':<18}true (no live worker serves what it waits on; see "
+                "`manage.py workflow workers`)"
+            )
         for key in ("input", "result", "error"):
             if key == "input" or data[key] is not None:
                 self.stdout.write(f"{key + ':':<18}{json.dumps(data[key], ensure_ascii=False)}")
@@ -341,6 +506,10 @@ class Command(BaseCommand):
                 f"{'child:':<18}{child['id']} ({child.get('workflow', '')}, "
                 f"{child.get('status') or 'starting'})"
             )
+
+
+def _count(number: int, singular: str, plural: str = "") -> str:
+    return f"{number} {singular if number == 1 else plural or singular + 's'}"
 
 
 def _shell_sender() -> str:
