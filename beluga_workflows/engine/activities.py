@@ -26,14 +26,15 @@ from typing import Any
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 from django.utils import timezone
 
-from .. import registry
+from .. import observability, registry
 from ..activity import ActivityContext, call_activity
 from ..conf import beluga_settings
 from ..errors import ActivityTimeoutError, InvalidPayloadError, UntrustedReferenceError
+from ..hooks import ActivityInfo
 from ..models import ActivityTask
 from ..options import ActivityOptions
 from ..serialization import ensure_json, ensure_size
-from . import eager, locks, sql, steps
+from . import eager, locks, runs, sql, steps
 from .store import with_reconnect
 
 logger = logging.getLogger("beluga_workflows")
@@ -182,6 +183,26 @@ def _touch(task_pk: int, attempt: int, relock: bool = False) -> None:
 
 
 def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
+    if not observability.enabled():
+        return _attempt(task, seconds, None)
+    info = ActivityInfo(
+        task.run.workflow_id,
+        str(task.run.run_id),
+        task.name,
+        f"{task.run.run_id}:{task.step}",
+        task.attempt,
+        "default",
+    )
+    observed = observability.attempt(info, parent=lambda: runs.carried_trace(task.run_id))
+    outcome = _attempt(task, seconds, observed)
+    if observed is not None:
+        observed.end(outcome.get("error"))
+    return outcome
+
+
+def _attempt(
+    task: ActivityTask, seconds: float, observed: observability.Attempt | None
+) -> dict[str, Any]:
     timed_out = threading.Event()
 
     def cancelled() -> bool:
@@ -202,7 +223,10 @@ def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
     def target() -> None:
         try:
             fn = registry.resolve(task.reference)
-            result = call_activity(fn, ctx, task.input)
+            if observed is None:
+                result = call_activity(fn, ctx, task.input)
+            else:  # its span current and its hooks around it, in this thread
+                result = observed.call(lambda: call_activity(fn, ctx, task.input))
             what = f"Result of activity {task.name!r}"
             box["result"] = ensure_size(ensure_json(result, what), what)
         except (InvalidPayloadError, UntrustedReferenceError) as exc:  # no retry helps

@@ -18,10 +18,10 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import registry
+from .. import observability, registry
 from ..errors import WorkflowAlreadyStartedError
 from ..history import EventType
-from ..models import ActivityTask, Timer, WorkflowRun
+from ..models import ActivityTask, Timer, WorkflowEvent, WorkflowRun
 from ..options import ParentClosePolicy, Signal, Status
 from ..serialization import ensure_json, ensure_size
 from . import dispatch, sql
@@ -92,6 +92,9 @@ def create_run(
         started["parent"] = {"id": parent.workflow_id, "run_id": str(parent.run_id)}
     if continued_from is not None:
         started["continued_from"] = str(continued_from.run_id)
+    trace = observability.carrier()  # the caller's span, or the parent's step: its steps' parent
+    if trace is not None:
+        started[observability.TRACE_KEY] = trace
     events: list[tuple[EventType, str, dict[str, Any]]] = [
         (EventType.WORKFLOW_STARTED, workflow_name, started)
     ]
@@ -123,14 +126,14 @@ def signal(workflow_id: str, sig: Signal) -> WorkflowRun:
     if not isinstance(sig.name, str) or not sig.name:
         raise ValueError("A signal needs a non-empty name.")
     ensure_size(ensure_json(sig.payload, f"Payload of signal {sig.name!r}"), "The payload")
+    data: dict[str, Any] = {"payload": sig.payload, "sender": sig.sender}
+    trace = observability.carrier()  # the signal's span: the step that takes it links to it
+    if trace is not None:
+        data[observability.TRACE_KEY] = trace
     with transaction.atomic():
         run = lock_running(workflow_id, f"signal {sig.name!r} to")
         appender = Appender(run)
-        appender.append(
-            EventType.SIGNAL_RECEIVED,
-            name=sig.name,
-            data={"payload": sig.payload, "sender": sig.sender},
-        )
+        appender.append(EventType.SIGNAL_RECEIVED, name=sig.name, data=data)
         request_advance(appender)
     return run
 
@@ -182,3 +185,29 @@ def request_advance(appender: Appender) -> None:
     appender.run.advance_requested_at = timezone.now()
     appender.save(["advance_requested_at"])
     dispatch.advance(appender.run.pk)
+
+
+def carried_trace(run_pk: int, history: sql.Prefetched | None = None) -> Any:
+    """The trace context the run carries (its ``WorkflowStarted`` event's), read once per
+    process: from the history a step read already when that has it, else by a query."""
+
+    def load() -> Any:
+        if history is not None and history[0] == 0 and history[1]:
+            return history[1][0].data.get(observability.TRACE_KEY)
+        started = WorkflowEvent.objects.filter(run_id=run_pk, sequence=1)
+        return started.values_list(f"data__{observability.TRACE_KEY}", flat=True).first()
+
+    return observability.run_trace(run_pk, load)
+
+
+def signal_traces(run: WorkflowRun, history: sql.Prefetched | None) -> list[Any]:
+    """Trace contexts of the signals a step is the first to read, from the history it read
+    already (a signal that an activity's completion step happens to take goes unlinked)."""
+    if history is None:
+        return []
+    seen = run.decided_through or 0
+    return [
+        event.data.get(observability.TRACE_KEY)
+        for event in history[1]
+        if event.sequence > seen and event.type is EventType.SIGNAL_RECEIVED
+    ]

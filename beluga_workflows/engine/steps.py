@@ -21,12 +21,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from .. import registry
+from .. import observability, registry
 from ..errors import WorkflowTimeoutError, error_to_json
 from ..history import (
     EventType,
     waiting_label,
 )
+from ..hooks import RunClosedInfo, StepInfo, StepResult
 from ..interpreter import Decision, RunInfo
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Status
@@ -72,6 +73,20 @@ def decide(run: WorkflowRun, appender: Appender, history: sql.Prefetched | None 
     ``history`` is what the step already read with the run's lock (see
     :func:`.sql.lock_run_for_step`), so the decision needs no query of its own.
     """
+    if not observability.enabled():
+        _decide(run, appender, history)
+        return
+    observability.step(
+        StepInfo(run.workflow_id, str(run.run_id), run.workflow_name, "default"),
+        lambda: _decide(run, appender, history),
+        lambda _: StepResult(Status(run.status), run.waiting_for),
+        parent=lambda: runs.carried_trace(run.pk, history),
+        links=lambda: runs.signal_traces(run, history),
+        first=run.decided_through is None,
+    )
+
+
+def _decide(run: WorkflowRun, appender: Appender, history: sql.Prefetched | None) -> None:
     run.advance_requested_at = None
     for _ in range(MAX_ROUNDS):
         try:
@@ -222,6 +237,11 @@ def _close(
     # Saving the run (``_save``) cancels its open tasks, timers and children and wakes waiters.
     appender.closing = True
     runners.forget(run.pk)
+    if observability.enabled():
+        info = RunClosedInfo(
+            run.workflow_id, str(run.run_id), run.workflow_name, status, result, error, "default"
+        )
+        transaction.on_commit(lambda: observability.run_closed(info))
     if run.notify_parent and status is not Status.CONTINUED_AS_NEW:
         pk = run.pk
         transaction.on_commit(lambda: _notify_quietly(pk))

@@ -20,18 +20,48 @@ from temporalio import activity
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from ... import registry
+from ... import observability, registry
 from ...activity import ActivityContext, call_activity
 from ...errors import InvalidPayloadError, UntrustedReferenceError
+from ...hooks import ActivityInfo
 from ...serialization import ensure_json, ensure_size
+
+#: The trace context each running attempt's headers carried, by task token (the worker's
+#: interceptor, :class:`.worker.TraceCarrier`, puts it here; the attempt's thread reads it).
+TRACES: dict[bytes, Any] = {}
 
 
 @activity.defn(dynamic=True, no_thread_cancel_exception=True)
 def beluga_activity(args: Sequence[RawValue]) -> Any:
-    from django.db import close_old_connections
-
     info = activity.info()
     spec = activity.payload_converter().from_payload(args[0].payload) if args else {}
+    if not observability.enabled():
+        return _attempt(info, spec, None)
+    observed = observability.attempt(
+        ActivityInfo(
+            info.workflow_id or "",
+            info.workflow_run_id or "",
+            str(spec.get("name") or info.activity_type),
+            f"{info.workflow_run_id}:{info.activity_id}",
+            info.attempt,
+            "temporal",
+        ),
+        parent=lambda: TRACES.get(info.task_token),
+    )
+    try:
+        result = _attempt(info, spec, observed)
+    except BaseException as exc:
+        if observed is not None:
+            observed.end(exc.__cause__ or exc)  # the activity's own error, not our wrapper
+        raise
+    if observed is not None:
+        observed.end()
+    return result
+
+
+def _attempt(info: Any, spec: dict[str, Any], observed: observability.Attempt | None) -> Any:
+    from django.db import close_old_connections
+
     non_retryable = set(
         (spec.get("options") or {}).get("retry", {}).get("non_retryable_errors", [])
     )
@@ -46,7 +76,10 @@ def beluga_activity(args: Sequence[RawValue]) -> Any:
     close_old_connections()
     try:
         fn = registry.resolve(info.activity_type)
-        result = call_activity(fn, ctx, spec.get("input"))
+        if observed is None:
+            result = call_activity(fn, ctx, spec.get("input"))
+        else:  # its span current and its hooks around it, in this thread
+            result = observed.call(lambda: call_activity(fn, ctx, spec.get("input")))
         what = f"Result of activity {spec.get('name', info.activity_type)!r}"
         return ensure_size(ensure_json(result, what), what)
     except (InvalidPayloadError, UntrustedReferenceError) as exc:  # no attempt can do better

@@ -32,16 +32,18 @@ registry of workflow names must be the worker's own): it must not touch Django.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from ... import registry
+from ... import observability, registry
 from ...continuation import GreenletContinuation
-from ...errors import UntrustedReferenceError
+from ...errors import UntrustedReferenceError, error_to_json
 from ...history import (
     Command,
     EventType,
@@ -54,11 +56,31 @@ from ...history import (
     WaitSignal,
     waiting_label,
 )
+from ...hooks import RunClosedInfo, StepInfo, StepResult
 from ...interpreter import Decision, RunInfo
 from ...options import ParentClosePolicy, Status
 from ...replay import Replayer
 from . import changes, convert
 from .operations import Operations
+
+#: The sandbox's switch (``workflow.unsafe.sandbox_unrestricted`` turns it on): a step hook
+#: runs with the sandbox lifted, like our telemetry, and the step inside it with the sandbox
+#: back in place. Without it (a Temporal SDK that moved it) hooks stay in the sandbox.
+_SANDBOX = getattr(sys.modules[workflow.unsafe.__module__], "_sandbox_unrestricted", None)
+
+
+@contextlib.contextmanager
+def _sandboxed() -> Iterator[None]:
+    """The sandbox's restrictions back in place, inside a hook that runs with them lifted."""
+    if _SANDBOX is None:
+        yield
+        return
+    lifted = getattr(_SANDBOX, "value", False)
+    _SANDBOX.value = False
+    try:
+        yield
+    finally:
+        _SANDBOX.value = lifted
 
 
 def _decode(args: Sequence[RawValue], index: int) -> Any:
@@ -88,6 +110,8 @@ class BelugaWorkflow(Operations):
         self.patches: dict[str, bool] = {}
         self.status = Status.RUNNING
         self.result: Any = None
+        self.stepped = False  # a decision was taken (new, or replayed)
+        self.signal_traces: list[Any] = []  # of signals since the last observed step
         timeout = info.execution_timeout
         self.append(
             EventType.WORKFLOW_STARTED,
@@ -109,7 +133,7 @@ class BelugaWorkflow(Operations):
         except UntrustedReferenceError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
         while True:
-            decision = self.decide(fn)
+            decision = self.step(fn)
             self.settle(decision)
             if self.live is not None:
                 self.live.note(self.events[self.live.seen :])  # the commands' events
@@ -121,6 +145,31 @@ class BelugaWorkflow(Operations):
                 await workflow.wait_condition(self.grown(len(self.events)))
             except asyncio.CancelledError:
                 self.cancel_requested()
+
+    def step(self, fn: Any) -> Decision:
+        """:meth:`decide`, inside the hooks and a span when it is a new step — never while
+        Temporal replays the history into a worker that lost the run. Our telemetry and the
+        hooks run with the sandbox lifted, the decision (the workflow's code) never does."""
+        first, self.stepped = not self.stepped, True
+        if not observability.enabled() or workflow.unsafe.is_replaying():
+            return self.decide(fn)
+        info = self.run_info
+        links, self.signal_traces = self.signal_traces, []
+        return observability.step(
+            StepInfo(info.workflow_id, info.run_id, info.workflow_name, "temporal"),
+            lambda: self.decide(fn),
+            lambda decision: StepResult(
+                self.closing_status(decision) if decision.done else Status.RUNNING,
+                "" if decision.done else waiting_label(decision.waiting),
+            ),
+            parent=lambda: workflow.memo_value(observability.TRACE_MEMO, None),
+            links=lambda: links,
+            first=first,
+            attach=False,
+            guard=workflow.unsafe.sandbox_unrestricted,
+            hooks_guarded=_SANDBOX is not None,
+            inside=_sandboxed,
+        )
 
     def decide(self, fn: Any) -> Decision:
         """Feed the live continuation what it has not seen; rebuild it by replay if needed.
@@ -141,6 +190,9 @@ class BelugaWorkflow(Operations):
         meta = _decode(args, 1)
         sender = meta.get("sender") if isinstance(meta, dict) else None
         payload = _decode(args, 0)
+        if isinstance(meta, dict) and meta.get(observability.TRACE_KEY):  # a traced caller
+            if not workflow.unsafe.is_replaying():  # the next step links to the signal's span
+                self.signal_traces.append(meta[observability.TRACE_KEY])
         self.append(
             EventType.SIGNAL_RECEIVED, name=name, data={"payload": payload, "sender": sender}
         )
@@ -306,7 +358,34 @@ class BelugaWorkflow(Operations):
             self.append(EventType.MARKER_RECORDED, name=command.name)
         return None
 
+    def closing_status(self, decision: Decision) -> Status:
+        """The status :meth:`finish` closes the run with."""
+        if decision.continue_as_new is not None:
+            return Status.CONTINUED_AS_NEW
+        if decision.error is None:
+            return Status.COMPLETED
+        return Status.CANCELED if decision.canceled and self.cancel_recorded else Status.FAILED
+
+    def report_close(self, decision: Decision) -> None:
+        """Tell the hooks and the metrics, once (not on replay), that the run closes."""
+        if not observability.enabled() or workflow.unsafe.is_replaying():
+            return
+        info, status = self.run_info, self.closing_status(decision)
+        failed = status is Status.FAILED and decision.error is not None
+        closed = RunClosedInfo(
+            info.workflow_id,
+            info.run_id,
+            info.workflow_name,
+            status,
+            decision.result if status is Status.COMPLETED else None,
+            error_to_json(decision.error) if failed else None,  # type: ignore[arg-type]
+            "temporal",
+        )
+        with workflow.unsafe.sandbox_unrestricted():
+            observability.run_closed(closed)
+
     def finish(self, decision: Decision) -> Any:
+        self.report_close(decision)
         if self.published_wait is not None:
             workflow.upsert_memo({convert.WAIT_MEMO: {"started": [], "waiting": None}})
             self.published_wait = None
