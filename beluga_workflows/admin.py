@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Max, OuterRef, Q, QuerySet, Subquery
 from django.http import (
     Http404,
     HttpRequest,
@@ -42,8 +42,9 @@ from .errors import (
 )
 from .executors import get_executor
 from .forms import StartRunForm
+from .heartbeats import status_of, unserved, with_database_time
 from .history import waits_for
-from .models import WorkflowRun
+from .models import WorkerHeartbeat, WorkflowEvent, WorkflowRun
 from .options import Signal, Status
 from .permissions import Operation, allowed, require, sender_name
 
@@ -86,6 +87,11 @@ class WaitingFilter(admin.SimpleListFilter):
         return running.filter(waiting_for__startswith=f"{value}:")
 
 
+NO_WORKER = (
+    "No live worker serves what this run waits on: start `manage.py runworker` for its executor "
+    "and queue (see Live workers), or check why the worker stopped."
+)
+
 # Characters of one value (an input, a result, an event's data) shown on a run page: a large
 # payload appears several times in a history, and the page must stay small.
 SHOWN_CHARS = 10_000
@@ -119,6 +125,7 @@ class WorkflowRunAdmin(admin.ModelAdmin):
         "workflow_id",
         "short_run_id",
         "workflow",
+        "executor",
         "status_badge",
         "waiting",
         "created",
@@ -155,6 +162,23 @@ class WorkflowRunAdmin(admin.ModelAdmin):
     def status_badge(self, run: WorkflowRun) -> str:
         return format_html('<span class="bw-status bw-status-{0}">{0}</span>', run.status)
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowRun]:
+        # A run mirrored from Temporal says so in its first event (with its task queue).
+        first = WorkflowEvent.objects.filter(run=OuterRef("pk"), sequence=1)
+        queue = Subquery(first.values("data__temporal__task_queue")[:1])
+        return super().get_queryset(request).annotate(temporal_queue=queue)
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        flagged = unserved(changelist.result_list)  # a few queries for the whole page
+        for run in changelist.result_list:
+            run.no_worker = run.pk in flagged
+        return changelist
+
+    @admin.display(description="executor")
+    def executor(self, run: WorkflowRun) -> str:
+        return "temporal" if getattr(run, "temporal_queue", None) else "default"
+
     @admin.display(description="run")
     def short_run_id(self, run: WorkflowRun) -> str:
         # Ids may be reused (a new run after the last one closed): the run id tells them apart.
@@ -175,11 +199,17 @@ class WorkflowRunAdmin(admin.ModelAdmin):
     @admin.display(description="waiting for", ordering="waiting_for")
     def waiting(self, run: WorkflowRun) -> str:
         if not run.waiting_for:
-            return "—"
-        if run.waiting_since is None:
-            return run.waiting_for
-        since = timeline.format_duration((timezone.now() - run.waiting_since).total_seconds())
-        return f"{run.waiting_for} ({since})"
+            text = "—"
+        elif run.waiting_since is None:
+            text = run.waiting_for
+        else:
+            since = timeline.format_duration((timezone.now() - run.waiting_since).total_seconds())
+            text = f"{run.waiting_for} ({since})"
+        if getattr(run, "no_worker", False):
+            return format_html(
+                '{} <span class="bw-no-worker" title="{}">no worker</span>', text, NO_WORKER
+            )
+        return text
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         extra_context = {
@@ -260,6 +290,9 @@ class WorkflowRunAdmin(admin.ModelAdmin):
             "can_cancel": run.status == Status.RUNNING.value
             and allowed(request.user, Operation.CANCEL),
             "live_version": self._run_version(run),
+            "no_worker": run.pk in unserved([run]),
+            "no_worker_help": NO_WORKER,
+            "executor": self.executor(run),
         }
         return TemplateResponse(request, "beluga_workflows/admin/run.html", context)
 
@@ -464,3 +497,58 @@ class WorkflowRunAdmin(admin.ModelAdmin):
                 f"{', '.join(skipped[:10])}.",
                 messages.WARNING,
             )
+
+
+# Live workers: each `runworker`'s heartbeat row.
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    """Workers, live ones first; read-only, for whoever may view runs."""
+
+    list_display = (
+        "host",
+        "pid",
+        "executor",
+        "queue_names",
+        "concurrency",
+        "pool",
+        "started",
+        "last_beat_ago",
+        "is_live",
+    )
+    list_filter = ("executor", "host")
+    list_display_links = None
+    ordering = ("-last_beat",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[WorkerHeartbeat]:
+        return with_database_time(super().get_queryset(request))  # type: ignore[no-any-return]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return allowed(request.user, Operation.VIEW)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="queues")
+    def queue_names(self, row: WorkerHeartbeat) -> str:
+        return ", ".join(row.queues or [])
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, row: WorkerHeartbeat) -> str:
+        return _when(row.started_at)
+
+    @admin.display(description="last heartbeat", ordering="last_beat")
+    def last_beat_ago(self, row: WorkerHeartbeat) -> str:
+        age = status_of(row, row.db_now).age  # type: ignore[attr-defined]
+        return f"{_when(row.last_beat)} ({timeline.format_duration(age)} ago)"
+
+    @admin.display(description="live", boolean=True)
+    def is_live(self, row: WorkerHeartbeat) -> bool:
+        return status_of(row, row.db_now).live  # type: ignore[attr-defined]

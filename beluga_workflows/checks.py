@@ -15,12 +15,15 @@ E006   the built-in engine on a database other than PostgreSQL
 E007   ``MAX_PAYLOAD_BYTES`` is not a positive whole number or None
 E008   ``WORKFLOW_QUEUE`` or ``ACTIVITY_QUEUE`` is not a non-empty string
 E009   the Temporal executor without the packages it needs (the ``temporal`` extra)
+E010   ``RETENTION`` is not a positive timedelta, a positive number of seconds, or None
+E011   ``HOOKS`` is not a list, or an entry cannot be imported or made, or is no hook
 =====  ==========================================================================
 """
 
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 from django.core.checks import Error, register
@@ -37,6 +40,7 @@ SECONDS: dict[str, tuple[bool, bool, str]] = {
     "EAGER_BUDGET": (False, True, "0 sends every activity through the broker"),
     "WORKER_CONN_MAX_AGE": (True, True, "None leaves CONN_MAX_AGE as the project sets it"),
     "DEFAULT_TIMEOUT": (True, False, "None: runs started without a timeout have none"),
+    "HEARTBEAT_INTERVAL": (False, False, "a worker silent for 3 intervals is not live"),
 }
 
 #: The ``TEMPORAL`` keys that must be non-empty strings, and every key it may hold.
@@ -80,6 +84,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _database()
     errors += _payload_limit()
     errors += _queues()
+    errors += _retention()
+    errors += _hooks()
     return errors
 
 
@@ -245,6 +251,72 @@ def _queues() -> list[Error]:
                     f"not {value!r}.",
                     hint=f"The default is {DEFAULTS[key]!r}.",
                     id="beluga_workflows.E008",
+                )
+            )
+    return errors
+
+
+def _retention() -> list[Error]:
+    value = beluga_settings.RETENTION
+    if value is None:
+        return []
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif not isinstance(value, bool) and isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        seconds = math.nan
+    if 0 < seconds <= MAX_DURATION.total_seconds():
+        return []
+    return [
+        Error(
+            "BELUGA_WORKFLOWS['RETENTION'] must be a positive timedelta, a positive number of "
+            f"seconds (at most 100 years) or None, not {value!r}.",
+            hint="For example timedelta(days=30): closed runs older than that are deleted by "
+            "runworker, a batch at a time. None (the default) keeps every run.",
+            id="beluga_workflows.E010",
+        )
+    ]
+
+
+def _hooks() -> list[Error]:
+    """Each entry imports (a dotted path), can be made (a class, without arguments) and
+    implements at least one hook method: a typo fails ``check``, not the first step."""
+    from .hooks import METHODS, implements, load
+
+    entries = beluga_settings.HOOKS
+    hint = (
+        'A list of dotted paths, e.g. ["myproject.hooks.Timing"], to classes or objects with '
+        f"any of the methods {', '.join(METHODS)} (see beluga_workflows.hooks)."
+    )
+    if not isinstance(entries, list | tuple):
+        return [
+            Error(
+                f"BELUGA_WORKFLOWS['HOOKS'] must be a list, not {entries!r}.",
+                hint=hint,
+                id="beluga_workflows.E011",
+            )
+        ]
+    errors: list[Error] = []
+    for index, entry in enumerate(entries):
+        where = f"BELUGA_WORKFLOWS['HOOKS'][{index}] ({entry!r})"
+        try:
+            hook = load(entry)
+        except Exception as exc:
+            errors.append(
+                Error(
+                    f"{where} could not be loaded: {type(exc).__name__}: {exc}",
+                    hint=hint,
+                    id="beluga_workflows.E011",
+                )
+            )
+            continue
+        if not any(implements(hook, method) for method in METHODS):
+            errors.append(
+                Error(
+                    f"{where} has none of the hook methods {', '.join(METHODS)}.",
+                    hint=hint,
+                    id="beluga_workflows.E011",
                 )
             )
     return errors

@@ -46,6 +46,15 @@ DEFAULTS: dict[str, Any] = {
     # Largest run input, signal payload or activity result accepted, in bytes of JSON (None:
     # no limit). Every value is stored in the history, often more than once.
     "MAX_PAYLOAD_BYTES": 1_048_576,
+    # Hooks around every workflow step and activity attempt and on each run's close: dotted
+    # paths to classes (made once per process) or objects; the first is the outermost. See
+    # beluga_workflows.hooks and docs/observability.md.
+    "HOOKS": [],
+    # How long closed runs are kept (a timedelta or seconds; None: for ever). With a value,
+    # ``runworker`` deletes older ones on its own, a batch at a time (``workflow prune``).
+    "RETENTION": None,
+    # Seconds between a worker's heartbeats; one silent for 3 intervals is not live.
+    "HEARTBEAT_INTERVAL": 5.0,
 }
 
 
@@ -79,6 +88,11 @@ beluga_settings = BelugaSettings()
 def default_timeout() -> timedelta | None:
     """``DEFAULT_TIMEOUT`` as a duration: the timeout of a run started without one."""
     return to_timedelta(beluga_settings.DEFAULT_TIMEOUT, "BELUGA_WORKFLOWS['DEFAULT_TIMEOUT']")
+
+
+def retention() -> timedelta | None:
+    """``RETENTION`` as a duration: how long closed runs are kept (None: for ever)."""
+    return to_timedelta(beluga_settings.RETENTION, "BELUGA_WORKFLOWS['RETENTION']")
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:

@@ -233,7 +233,7 @@ def _ensure_redis(data_dir: Path) -> str:
     ]
     # fmt: on
     subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # generous: a loaded machine starts it slowly
     while not _redis_pings(sock):
         if time.monotonic() > deadline:
             tail = log.read_text()[-2000:] if log.exists() else "(no log)"

@@ -429,3 +429,18 @@ def test_summaries_show_text_as_text_and_cut_between_words():
     items = timeline.short_json(list(range(100)), 40)
     assert items.endswith("…") and len(items) <= 40
     assert all(part.strip(" [").isdigit() for part in items[:-1].split(","))  # whole numbers
+
+
+def test_runs_no_live_worker_serves_are_flagged_and_the_executor_is_shown(login):
+    # No runworker runs in this test: a run with a step to take is stuck; one waiting for a
+    # person is not (nothing to serve until the signal comes).
+    workflow.get_executor().start("api_echo", workflow.WorkflowOptions(id="echo-x", input=1))
+    stuck = WorkflowRun.objects.get(workflow_id="echo-x")
+    waiting = start("api_approval", "order-1")
+    client = login("viewer")
+
+    listing = client.get(CHANGELIST).content.decode()
+    assert listing.count('class="bw-no-worker"') == 1
+    assert '<td class="field-executor">default</td>' in listing
+    assert 'id="bw-no-worker"' in client.get(page(stuck)).content.decode()
+    assert 'id="bw-no-worker"' not in client.get(page(waiting)).content.decode()

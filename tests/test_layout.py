@@ -115,3 +115,21 @@ def test_the_permission_table_is_shared_from_the_top_of_the_package() -> None:
         assert "beluga_workflows.permissions" in graph[adapter], adapter
     # The table itself knows nothing of DRF: the admin and the CLI use it without the API.
     assert "rest_framework" not in (PACKAGE / "permissions.py").read_text()
+
+
+def test_the_public_api_imports_before_django_is_set_up() -> None:
+    # Workflow modules and scripts import it at the top, before django.setup() (models can't).
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", "from beluga_workflows import workflow; print(workflow.defn)"],
+        cwd=PACKAGE.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr

@@ -49,6 +49,15 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("WORKER_CONN_MAX_AGE", -1, "E003", "['WORKER_CONN_MAX_AGE'] must be a number of seconds"),
     ("MAX_PAYLOAD_BYTES", "1MB", "E007", "['MAX_PAYLOAD_BYTES'] must be a positive whole"),
     ("MAX_PAYLOAD_BYTES", 0, "E007", "['MAX_PAYLOAD_BYTES'] must be a positive whole"),
+    ("RETENTION", "30d", "E010", "BELUGA_WORKFLOWS['RETENTION'] must be a positive timedelta"),
+    (
+        "HEARTBEAT_INTERVAL",
+        0,
+        "E003",
+        "['HEARTBEAT_INTERVAL'] must be a positive number of seconds",
+    ),
+    ("HOOKS", "myproject.hooks.X", "E011", "BELUGA_WORKFLOWS['HOOKS'] must be a list"),
+    ("HOOKS", ["tests.nowhere.Hook"], "E011", "could not be loaded"),
 ]
 
 #: Values that look odd but are documented as valid.

@@ -6,25 +6,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import registry
+from .. import observability, registry
 from ..conf import default_timeout
 from ..engine import notify, runs
 from ..engine.store import latest_run, load_history
 from ..errors import (
     ResultTimeoutError,
+    WorkflowNotFoundError,
 )
 from ..history import HistoryEvent
 from ..interpreter import RunInfo
 from ..models import WorkflowRun
 from ..options import Config, Signal, Status, WorkflowOptions
 from ..replay import Replayer, run_query
-from ..state import WorkflowState, run_state
+from ..state import WorkflowState, run_states
 from .base import DurableExecutor, WorkflowHandle, raise_for_outcome
 
 
 class DefaultHandle(WorkflowHandle):
-    def _run(self) -> WorkflowRun:
-        return WorkflowRun.objects.get(run_id=self._run_id)
+    def _run(self, run_id: Any = None) -> WorkflowRun:
+        run = WorkflowRun.objects.filter(run_id=run_id or self._run_id).first()
+        if run is None:  # deleted since (`workflow prune`)
+            raise WorkflowNotFoundError(self._id)
+        return run
 
     def status(self) -> Status:
         return Status(self._run().status)
@@ -42,7 +46,7 @@ class DefaultHandle(WorkflowHandle):
             watched = str(run_id)
             event = listener.watch(watched)
             try:
-                run = WorkflowRun.objects.get(run_id=run_id)
+                run = self._run(run_id)
                 status = Status(run.status)
                 if status is Status.CONTINUED_AS_NEW:
                     successor = run.continuations.values_list("run_id", flat=True).first()
@@ -69,11 +73,22 @@ class DefaultExecutor(DurableExecutor):
     def _start(self, fn: Callable[..., Any], options: WorkflowOptions) -> WorkflowHandle:
         name, reference = registry.workflow_name(fn), registry.reference(fn)
         timeout = options.timeout if options.timeout is not None else default_timeout()
-        run = runs.start(name, reference, options.id, options.input, timeout)  # type: ignore[arg-type]
+        attributes = {"beluga.workflow.name": name, "beluga.executor": self.name}
+        with observability.client_span("beluga.workflow.start", attributes) as span:
+            run = runs.start(name, reference, options.id, options.input, timeout)  # type: ignore[arg-type]
+            if span is not None:
+                span.set_attribute("beluga.workflow.id", run.workflow_id)
+                span.set_attribute("beluga.workflow.run_id", str(run.run_id))
         return DefaultHandle(run.workflow_id, str(run.run_id))
 
     def signal(self, workflow_id: str, signal: Signal) -> None:
-        runs.signal(workflow_id, signal)
+        attributes = {
+            "beluga.workflow.id": workflow_id,
+            "beluga.signal.name": str(signal.name),
+            "beluga.executor": self.name,
+        }
+        with observability.client_span("beluga.workflow.signal", attributes):
+            runs.signal(workflow_id, signal)
 
     def cancel(self, workflow_id: str, sender: str | None = None) -> None:
         runs.cancel(workflow_id, sender)
@@ -100,7 +115,7 @@ class DefaultExecutor(DurableExecutor):
         return DefaultHandle(run.workflow_id, str(run.run_id))
 
     def describe(self, workflow_id: str) -> WorkflowState:
-        return run_state(latest_run(workflow_id), children=True)
+        return run_states([latest_run(workflow_id)], children=True)[0]
 
     def history(self, workflow_id: str) -> list[HistoryEvent]:
         return load_history(latest_run(workflow_id).pk)

@@ -10,6 +10,7 @@ later while the call itself costs what Temporal's client call costs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError as TemporalAlreadyStarted
 from temporalio.service import RPCError, RPCStatusCode
 
-from ... import registry
+from ... import heartbeats, observability, registry
 from ...errors import (
     QueryError,
     ResultTimeoutError,
@@ -142,6 +143,7 @@ class TemporalExecutor(DurableExecutor):
             from ...conf import default_timeout
 
             timeout = default_timeout()
+        memo: dict[str, Any] = {convert.REFERENCE_MEMO: reference}
 
         async def start(client: Client) -> str:
             handle = await client.start_workflow(
@@ -152,14 +154,25 @@ class TemporalExecutor(DurableExecutor):
                 execution_timeout=timeout or None,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                memo={convert.REFERENCE_MEMO: reference},
+                memo=memo,
             )
             return handle.result_run_id or handle.first_execution_run_id or ""
 
-        try:
-            run_id = self.call(start)
-        except TemporalAlreadyStarted as exc:
-            raise WorkflowAlreadyStartedError(workflow_id) from exc
+        attributes = {
+            "beluga.workflow.name": name,
+            "beluga.workflow.id": workflow_id,
+            "beluga.executor": self.name,
+        }
+        with observability.client_span("beluga.workflow.start", attributes) as span:
+            trace = observability.carrier()  # the run's steps and attempts are its children
+            if trace is not None:
+                memo[observability.TRACE_MEMO] = trace
+            try:
+                run_id = self.call(start)
+            except TemporalAlreadyStarted as exc:
+                raise WorkflowAlreadyStartedError(workflow_id) from exc
+            if span is not None:
+                span.set_attribute("beluga.workflow.run_id", run_id)
         self.refresh_mirror(workflow_id, run_id)
         return TemporalHandle(self, workflow_id, run_id)
 
@@ -171,16 +184,28 @@ class TemporalExecutor(DurableExecutor):
             ensure_json(signal.payload, f"Payload of signal {signal.name!r}"), "The payload"
         )
 
+        meta: dict[str, Any] = {"sender": signal.sender}
+
         async def send(client: Client) -> None:
             handle = client.get_workflow_handle(workflow_id)
-            await handle.signal(signal.name, args=[signal.payload, {"sender": signal.sender}])
+            await handle.signal(signal.name, args=[signal.payload, meta])
 
-        try:
-            self.call(send)
-        except RPCError as exc:
-            if _not_found(exc):
-                raise self._missing_or_closed(workflow_id, f"signal {signal.name!r} to") from exc
-            raise
+        attributes = {
+            "beluga.workflow.id": workflow_id,
+            "beluga.signal.name": signal.name,
+            "beluga.executor": self.name,
+        }
+        with observability.client_span("beluga.workflow.signal", attributes):
+            trace = observability.carrier()  # the step that takes the signal links to it
+            if trace is not None:
+                meta[observability.TRACE_KEY] = trace
+            try:
+                self.call(send)
+            except RPCError as exc:
+                if _not_found(exc):
+                    action = f"signal {signal.name!r} to"
+                    raise self._missing_or_closed(workflow_id, action) from exc
+                raise
         self.refresh_mirror(workflow_id)
 
     def cancel(self, workflow_id: str, sender: str | None = None) -> None:
@@ -295,7 +320,13 @@ class TemporalExecutor(DurableExecutor):
         return TemporalHandle(self, workflow_id, self._describe(workflow_id, None).run_id)
 
     def describe(self, workflow_id: str) -> WorkflowState:
-        return self.fetch_record(workflow_id).state
+        """The run as Temporal has it; ``no_worker`` when it is running and no live worker
+        (by the heartbeats in our database) polls its task queue."""
+        record = self.fetch_record(workflow_id)
+        state = record.state
+        if state.status is Status.RUNNING and not heartbeats.serves_task_queue(record.task_queue):
+            state = dataclasses.replace(state, no_worker=True)
+        return state
 
     def history(self, workflow_id: str) -> list[HistoryEvent]:
         return self.fetch_record(workflow_id).events

@@ -2,7 +2,9 @@
 
 A Temporal worker on the configured task queue hosting :class:`.workflow.BelugaWorkflow` (every
 beluga workflow) and :func:`.activity.beluga_activity` (every activity, in a thread pool of
-``--concurrency`` threads), plus the :class:`.mirror.MirrorLoop` thread. It prints
+``--concurrency`` threads), plus the :class:`.mirror.MirrorLoop` thread, the heartbeat that
+announces the worker on its task queue (:mod:`beluga_workflows.heartbeats`) and, with
+``RETENTION`` set, the pruning of old mirror rows (:mod:`beluga_workflows.retention`). It prints
 ``runworker ready`` once Temporal lists it among the task queue's pollers, and shuts down
 cleanly on SIGTERM/SIGINT (in-flight activities get a grace period to finish).
 
@@ -26,16 +28,27 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from temporalio import activity, workflow
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    StartActivityInput,
+    Worker,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.workflow import NondeterminismError
 
-from .activity import beluga_activity
+from ... import heartbeats, observability, retention
+from .activity import TRACES, beluga_activity
 from .mirror import MirrorLoop
 from .workflow import BelugaWorkflow
 
@@ -48,6 +61,56 @@ logger = logging.getLogger("beluga_workflows")
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 #: Heartbeats of an activity reach Temporal at most this often.
 HEARTBEAT_THROTTLE = timedelta(seconds=1)
+
+
+#: The header that carries a run's trace context to its activities.
+TRACE_HEADER = "beluga-trace"
+
+
+class TraceCarrier(Interceptor):
+    """Hands a run's trace context (its memo) to each of its activity attempts, in a header:
+    the attempt's span is then a child of the span that started the run. Installed only when
+    the worker starts with tracing on."""
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        return _CarryingWorkflow
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _CarriedActivity(next)
+
+
+class _CarryingWorkflow(WorkflowInboundInterceptor):
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        super().init(_CarryingOutbound(outbound))
+
+
+class _CarryingOutbound(WorkflowOutboundInterceptor):
+    def start_activity(self, input: StartActivityInput) -> Any:
+        trace = workflow.memo_value(observability.TRACE_MEMO, None)
+        if trace:
+            header = workflow.payload_converter().to_payload(trace)
+            input.headers = {**input.headers, TRACE_HEADER: header}
+        return super().start_activity(input)
+
+
+class _CarriedActivity(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        header = input.headers.get(TRACE_HEADER)
+        if header is None:
+            return await super().execute_activity(input)
+        token = activity.info().task_token  # the attempt's thread finds it by its token
+        TRACES[token] = activity.payload_converter().from_payload(header)
+        try:
+            return await super().execute_activity(input)
+        finally:
+            TRACES.pop(token, None)
+
+
+def _interceptors() -> list[Interceptor]:
+    # The first look at what observes imports the hooks now, outside the sandbox.
+    return [TraceCarrier()] if observability.enabled() and observability.tracing() else []
 
 
 def build_worker(client: Client, task_queue: str, concurrency: int, pool: Any) -> Worker:
@@ -68,6 +131,7 @@ def build_worker(client: Client, task_queue: str, concurrency: int, pool: Any) -
             restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
         ),
         workflow_failure_exception_types=[NondeterminismError],
+        interceptors=_interceptors(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # Cancellation reaches a running activity in a heartbeat's answer: heartbeat often
         # enough that ActivityContext.is_cancelled() turns true within about a second.
@@ -100,8 +164,15 @@ class TemporalWorker:
         if self.mirror:
             mirror = MirrorLoop(self.executor, interval=float(beluga_settings.POLL_INTERVAL))
             mirror.start()
+        info = heartbeats.WorkerInfo(
+            executor=self.executor.name,
+            queues=(self.executor.task_queue,),
+            concurrency=self.concurrency,
+            pool="threads",
+        )
         try:
-            asyncio.run(self._main())
+            with heartbeats.announced(info), retention.pruning():
+                asyncio.run(self._main())
         finally:
             if mirror is not None:
                 mirror.stop()
