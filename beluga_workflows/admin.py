@@ -119,8 +119,26 @@ def waits_for_approval(run: WorkflowRun) -> bool:
     return run.status == Status.RUNNING.value and waits_for(run.waiting_for, "signal", signal)
 
 
+class ReadOnlyForViewers(admin.ModelAdmin):
+    """Read-only pages: only the engine and the workers write these rows. Viewing needs
+    `view_workflowrun` alone (Django's default would also accept `change_…`, which means
+    nothing here)."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return allowed(request.user, Operation.VIEW)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(WorkflowRun)
-class WorkflowRunAdmin(admin.ModelAdmin):
+class WorkflowRunAdmin(ReadOnlyForViewers):
     list_display = (
         "workflow_id",
         "short_run_id",
@@ -136,20 +154,6 @@ class WorkflowRunAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ["approve_selected", "reject_selected", "cancel_selected"]
     change_list_template = "beluga_workflows/admin/change_list.html"
-
-    # Read-only: only the engine writes runs. Viewing needs `view_workflowrun` alone
-    # (Django's default would also accept `change_workflowrun`, which means nothing here).
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return allowed(request.user, Operation.VIEW)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     # Named by the actions' `permissions=[...]` below.
     def has_signal_permission(self, request: HttpRequest) -> bool:
@@ -503,7 +507,7 @@ class WorkflowRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(WorkerHeartbeat)
-class WorkerHeartbeatAdmin(admin.ModelAdmin):
+class WorkerHeartbeatAdmin(ReadOnlyForViewers):
     """Workers, live ones first; read-only, for whoever may view runs."""
 
     list_display = (
@@ -523,18 +527,6 @@ class WorkerHeartbeatAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkerHeartbeat]:
         return with_database_time(super().get_queryset(request))  # type: ignore[no-any-return]
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return allowed(request.user, Operation.VIEW)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="queues")
     def queue_names(self, row: WorkerHeartbeat) -> str:
