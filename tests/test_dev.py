@@ -335,6 +335,10 @@ def pytest_sessionstart(session):
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class ScriptRun:
     """scripts/test.sh on embedded services in a data directory of its own; the machine's
     PostgreSQL is made unreachable, so no other pass runs."""
@@ -369,6 +373,9 @@ class ScriptRun:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,  # its own process group, as in a terminal
+            # Ctrl-C in a terminal finds SIGINT at its default; a suite started in the
+            # background (`cmd &`, nohup) would hand this script an ignored SIGINT instead.
+            preexec_fn=_default_sigint,
         )
         return self.process
 
