@@ -10,8 +10,9 @@ cleanly on SIGTERM/SIGINT (in-flight activities get a grace period to finish).
 
 Workflow code runs in Temporal's sandbox with every module passed through: the registry of
 workflow names and the modules that define them are the worker's own, imported once (Django
-apps' ``workflows.py`` are imported at startup). Temporal still refuses non-deterministic
-calls such as ``datetime.now()`` in workflow code; use ``ctx.now()``.
+apps' ``workflows.py`` are imported at startup). With everything passed through, the sandbox
+refuses some I/O (``open()``) but not the clock or ``random``: workflow code must use
+``ctx.now()`` and ``ctx.random()`` itself (docs/temporal.md).
 
 A non-determinism Temporal detects on replay (the code now schedules another activity than
 the history recorded) fails the run, as the built-in engine does, instead of retrying its
