@@ -376,3 +376,28 @@ def run_writers(run_id: str) -> int:
             [run_id] * 3,
         )
         return int(cursor.fetchone()[0])
+
+
+def settings_env(tmp_path: Path, **beluga: Any) -> dict[str, str]:
+    """Environment for a worker whose BELUGA_WORKFLOWS adds `beluga` (a settings module)."""
+    import uuid
+
+    name = f"beluga_settings_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "from project.settings import *  # noqa\n"
+        f"BELUGA_WORKFLOWS = {{**BELUGA_WORKFLOWS, **{beluga!r}}}\n"
+    )
+    path = os.pathsep.join([str(tmp_path), str(REPO_ROOT)])
+    return {"DJANGO_SETTINGS_MODULE": name, "PYTHONPATH": path}
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter on the test settings (e.g. with a package hidden)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings_test"},
+    )

@@ -11,9 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -309,14 +306,7 @@ print(observability.enabled(), observability.carrier(), observability.tracing())
 
 
 def test_without_the_otel_extra_nothing_is_traced() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_OPENTELEMETRY],
-        cwd=harness.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings_test"},
-    )
+    done = harness.run_python(WITHOUT_OPENTELEMETRY)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "None", "False"]
 

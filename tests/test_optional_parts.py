@@ -6,8 +6,6 @@ drf-spectacular-sidecar with `docs`, dj-database-url and the embedded services w
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tomllib
 from typing import Any
@@ -48,14 +46,7 @@ except workflow.MissingDependencyError as exc:
 
 
 def test_without_temporalio_the_default_works_and_temporal_says_what_to_install() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TEMPORALIO],
-        cwd=harness.REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings_test"},
-    )
+    done = harness.run_python(WITHOUT_TEMPORALIO)
     assert done.returncode == 0, done.stderr
     assert "default: default" in done.stdout
     assert "pip install 'beluga-workflows[temporal]'" in done.stdout

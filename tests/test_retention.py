@@ -8,12 +8,9 @@ with all their rows, and which (running ones, their families) are still there an
 from __future__ import annotations
 
 import json
-import os
 import threading
-import uuid
 from datetime import timedelta
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -320,21 +317,10 @@ def test_a_row_another_process_holds_is_left_for_the_next_prune(old_and_new) -> 
 # RETENTION: runworker prunes on its own.
 
 
-def settings_env(tmp_path: Path, **beluga: Any) -> dict[str, str]:
-    """Environment for a worker whose BELUGA_WORKFLOWS adds `beluga` (a settings module)."""
-    name = f"beluga_settings_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(
-        "from project.settings import *  # noqa\n"
-        f"BELUGA_WORKFLOWS = {{**BELUGA_WORKFLOWS, **{beluga!r}}}\n"
-    )
-    path = os.pathsep.join([str(tmp_path), str(harness.REPO_ROOT)])
-    return {"DJANGO_SETTINGS_MODULE": name, "PYTHONPATH": path}
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_runworker_prunes_on_its_own_with_retention(old_and_new, worker_factory, tmp_path):
-    worker_factory(env=settings_env(tmp_path, RETENTION=7 * 86400))
+    worker_factory(env=harness.settings_env(tmp_path, RETENTION=7 * 86400))
     harness.wait_until(lambda: remaining() == {"recent", "running"}, 30, message="pruned")
     assert rows_of(old_and_new["old-canceled"]) == (0, 0, 0)
     assert WorkflowRun.objects.get(workflow_id="running").status == "running"

@@ -8,8 +8,6 @@ for 3 intervals — comes within a second of a kill -9.
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
@@ -42,21 +40,10 @@ def cli(*args: str) -> str:
     return out.getvalue()
 
 
-def settings_env(tmp_path: Path, **beluga: Any) -> dict[str, str]:
-    """Environment for a worker whose BELUGA_WORKFLOWS adds `beluga` (a settings module)."""
-    name = f"beluga_settings_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(
-        "from project.settings import *  # noqa\n"
-        f"BELUGA_WORKFLOWS = {{**BELUGA_WORKFLOWS, **{beluga!r}}}\n"
-    )
-    path = os.pathsep.join([str(tmp_path), str(harness.REPO_ROOT)])
-    return {"DJANGO_SETTINGS_MODULE": name, "PYTHONPATH": path}
-
-
 @pytest.fixture
 def fast_beats(tmp_path: Path) -> dict[str, str]:
     heartbeats.clear_cache()
-    return settings_env(tmp_path, HEARTBEAT_INTERVAL=BEAT)
+    return harness.settings_env(tmp_path, HEARTBEAT_INTERVAL=BEAT)
 
 
 def listed(api: Any) -> list[dict[str, Any]]:
