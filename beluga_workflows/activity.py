@@ -20,6 +20,10 @@ class ActivityContext:
 
     ``activity_id`` is stable across attempts of the same step: use it as an idempotency key
     for side effects (a payment, an e-mail) that must happen at most once.
+
+    ``heartbeat_details`` holds what the previous attempt last passed to :meth:`heartbeat`
+    (None on a first attempt, or when it never heartbeated): resume from there rather than
+    from the start.
     """
 
     def __init__(
@@ -31,11 +35,13 @@ class ActivityContext:
         *,
         on_heartbeat: Callable[[Any], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
+        heartbeat_details: Any = None,
     ) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.activity_id = activity_id
         self.attempt = attempt
+        self.heartbeat_details = heartbeat_details
         self._on_heartbeat = on_heartbeat
         self._cancelled = cancelled
 

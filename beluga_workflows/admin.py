@@ -1,9 +1,10 @@
 """The Django admin for workflow runs: inspect, approve or reject, cancel.
 
 Runs are read-only here: rows are the engine's to write. Approve / Reject (the ``approval``
-signal with ``true`` / ``false``) and Cancel go through ``get_executor()``, are checked with the
-same permission rules as the REST API (:mod:`beluga_workflows.permissions`), record the
-admin user as the sender, and are confirmed with a message. They exist as buttons on a run's
+signal with ``true`` / ``false``), Retry now (a run held for a fix) and Cancel go through
+``get_executor()``, are checked with the same permission rules as the REST API
+(:mod:`beluga_workflows.permissions`), record the admin user as the sender, and are confirmed
+with a message. They exist as buttons on a run's
 page and on the pending-approvals page, and as bulk actions on the list.
 """
 
@@ -47,6 +48,7 @@ from .history import waits_for
 from .models import WorkerHeartbeat, WorkflowEvent, WorkflowRun
 from .options import Signal, Status
 from .permissions import Operation, allowed, require, sender_name
+from .state import held_info
 
 
 def _waiting_for_signal(signal: str) -> Q:
@@ -75,6 +77,7 @@ class WaitingFilter(admin.SimpleListFilter):
             ("signal", "any signal"),
             ("activity", "an activity"),
             ("timer", "a timer"),
+            ("held", "a fix (held)"),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> Any:
@@ -84,6 +87,8 @@ class WaitingFilter(admin.SimpleListFilter):
         running = queryset.filter(status=Status.RUNNING.value)
         if value == "approval":
             return running.filter(waiting_for_approval())
+        if value == "held":
+            return running.filter(held__isnull=False)
         return running.filter(waiting_for__startswith=f"{value}:")
 
 
@@ -152,7 +157,7 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
     list_filter = ("status", WaitingFilter, "workflow_name", "created_at")
     search_fields = ("workflow_id",)
     list_per_page = 50
-    actions = ["approve_selected", "reject_selected", "cancel_selected"]
+    actions = ["approve_selected", "reject_selected", "retry_selected", "cancel_selected"]
     change_list_template = "beluga_workflows/admin/change_list.html"
 
     # Named by the actions' `permissions=[...]` below.
@@ -164,7 +169,16 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, run: WorkflowRun) -> str:
-        return format_html('<span class="bw-status bw-status-{0}">{0}</span>', run.status)
+        badge = format_html('<span class="bw-status bw-status-{0}">{0}</span>', run.status)
+        if held_info(run) is None:
+            return badge
+        error = (run.held or {}).get("error") or {}
+        return format_html(
+            '{} <span class="bw-status bw-status-held" title="{}: {}">held</span>',
+            badge,
+            error.get("type", ""),
+            error.get("message", ""),
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowRun]:
         # A run mirrored from Temporal says so in its first event (with its task queue).
@@ -235,6 +249,7 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
             path("<path:object_id>/approve/", wrap(self.approve_view), name=f"{name}_approve"),
             path("<path:object_id>/reject/", wrap(self.reject_view), name=f"{name}_reject"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name=f"{name}_cancel"),
+            path("<path:object_id>/retry/", wrap(self.retry_view), name=f"{name}_retry"),
             *super().get_urls(),
         ]
 
@@ -293,6 +308,8 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
             "can_approve": waits_for_approval(run) and allowed(request.user, Operation.SIGNAL),
             "can_cancel": run.status == Status.RUNNING.value
             and allowed(request.user, Operation.CANCEL),
+            "held": held_info(run),
+            "can_retry": held_info(run) is not None and allowed(request.user, Operation.SIGNAL),
             "live_version": self._run_version(run),
             "no_worker": run.pk in unserved([run]),
             "no_worker_help": NO_WORKER,
@@ -405,6 +422,18 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._button(request, object_id, Operation.CANCEL, self._cancel)
 
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._button(request, object_id, Operation.SIGNAL, self._retry)
+
+    @staticmethod
+    def _retry(request: HttpRequest, run: WorkflowRun) -> str:
+        # The executor checks the run is held (WorkflowNotHeldError, shown as a message).
+        get_executor().retry(run.workflow_id)
+        return (
+            f"Asked {run.workflow_id!r} to run its code again; it stays held until a worker's "
+            "code gets through."
+        )
+
     @staticmethod
     def _approve(payload: bool) -> Callable[[HttpRequest, WorkflowRun], str]:
         def send(request: HttpRequest, run: WorkflowRun) -> str:
@@ -474,6 +503,10 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
     @admin.action(description="Reject selected runs waiting for approval", permissions=["signal"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
         self._bulk(request, queryset, self._approve(False))
+
+    @admin.action(description="Retry selected runs held for a fix", permissions=["signal"])
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:
+        self._bulk(request, queryset, self._retry)
 
     @admin.action(description="Cancel selected running runs", permissions=["cancel"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[WorkflowRun]) -> None:

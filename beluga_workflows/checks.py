@@ -10,13 +10,15 @@ E002   ``EXECUTOR`` is not a registered executor
 E003   a setting in seconds is not a number, is out of range, or is not finite
 E004   ``CACHE_SIZE`` is not a whole number >= 0
 E005   ``TEMPORAL`` is not a dict, lacks a string ``HOST``/``NAMESPACE``/``TASK_QUEUE``,
-       has a bad ``TLS`` or ``API_KEY``, or has keys we do not know
+       has a bad ``TLS``, ``API_KEY``, ``DATA_CONVERTER`` or ``PAYLOAD_CODEC``, or has keys
+       we do not know
 E006   the built-in engine on a database other than PostgreSQL
 E007   ``MAX_PAYLOAD_BYTES`` is not a positive whole number or None
 E008   ``WORKFLOW_QUEUE`` or ``ACTIVITY_QUEUE`` is not a non-empty string
 E009   the Temporal executor without the packages it needs (the ``temporal`` extra)
 E010   ``RETENTION`` is not a positive timedelta, a positive number of seconds, or None
 E011   ``HOOKS`` is not a list, or an entry cannot be imported or made, or is no hook
+E012   ``ON_WORKFLOW_ERROR`` is not ``"fail"`` or ``"hold"``
 =====  ==========================================================================
 """
 
@@ -45,7 +47,15 @@ SECONDS: dict[str, tuple[bool, bool, str]] = {
 
 #: The ``TEMPORAL`` keys that must be non-empty strings, and every key it may hold.
 TEMPORAL_REQUIRED = ("HOST", "NAMESPACE", "TASK_QUEUE")
-TEMPORAL_KEYS = (*TEMPORAL_REQUIRED, "TLS", "API_KEY")
+TEMPORAL_KEYS = (
+    *TEMPORAL_REQUIRED,
+    "TLS",
+    "API_KEY",
+    "DATA_CONVERTER",
+    "PAYLOAD_CODEC",
+    "MIRROR_PAYLOADS",
+    "PASSTHROUGH_MODULES",
+)
 TEMPORAL_EXAMPLE = (
     'For example {"HOST": "localhost:7233", "NAMESPACE": "default", '
     '"TASK_QUEUE": "beluga-workflows"}; optional "TLS" (True or a '
@@ -86,7 +96,23 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     errors += _queues()
     errors += _retention()
     errors += _hooks()
+    errors += _on_workflow_error()
     return errors
+
+
+def _on_workflow_error() -> list[Error]:
+    value = beluga_settings.ON_WORKFLOW_ERROR
+    if value in ("fail", "hold"):
+        return []
+    return [
+        Error(
+            f"BELUGA_WORKFLOWS['ON_WORKFLOW_ERROR'] is {value!r}, not 'fail' or 'hold'.",
+            hint='"fail" (the default) fails a run whose workflow code raises a bug; "hold" '
+            "keeps it running, flagged, until a worker with fixed code replays it "
+            "(docs/errors.md).",
+            id="beluga_workflows.E012",
+        )
+    ]
 
 
 def _executor() -> list[Error]:
@@ -187,6 +213,16 @@ def _temporal(given: Any) -> list[Error]:
                     f"not {value!r}."
                 )
             )
+    passthrough = temporal.get("PASSTHROUGH_MODULES")
+    if not isinstance(passthrough, list | tuple) or not all(
+        isinstance(name, str) and name for name in passthrough
+    ):
+        errors.append(
+            error(
+                "BELUGA_WORKFLOWS['TEMPORAL']['PASSTHROUGH_MODULES'] must be a list of module "
+                f"names, not {passthrough!r}."
+            )
+        )
     tls = temporal.get("TLS", False)
     if not isinstance(tls, bool):
         from temporalio.service import TLSConfig
@@ -207,7 +243,38 @@ def _temporal(given: Any) -> list[Error]:
                 f"not {type(api_key).__name__}."
             )
         )
-    return errors
+    if not isinstance(temporal.get("MIRROR_PAYLOADS", True), bool):
+        errors.append(
+            error(
+                "BELUGA_WORKFLOWS['TEMPORAL']['MIRROR_PAYLOADS'] must be True or False, not "
+                f"{temporal['MIRROR_PAYLOADS']!r}."
+            )
+        )
+    return errors + _data_converter(temporal)
+
+
+def _data_converter(temporal: dict[str, Any]) -> list[Error]:
+    """``DATA_CONVERTER`` / ``PAYLOAD_CODEC`` import and are what they should be: a typo must
+    fail ``check``, not the first run (or, worse, a worker decoding nothing)."""
+    if temporal.get("DATA_CONVERTER") is None and temporal.get("PAYLOAD_CODEC") is None:
+        return []
+    if not _importable("temporalio"):
+        return []  # E009 says so
+    from .executors.temporal.payloads import data_converter
+
+    try:
+        data_converter(temporal.get("DATA_CONVERTER"), temporal.get("PAYLOAD_CODEC"))
+    except Exception as exc:
+        return [
+            Error(
+                f"{exc}" if isinstance(exc, TypeError | ImportError) else f"{exc!r}",
+                hint="DATA_CONVERTER is a temporalio.converter.DataConverter and PAYLOAD_CODEC a "
+                "temporalio.converter.PayloadCodec (e.g. an encryption codec), each an object or "
+                'a dotted path to one, e.g. "myproject.temporal.codec".',
+                id="beluga_workflows.E005",
+            )
+        ]
+    return []
 
 
 def _database() -> list[Error]:

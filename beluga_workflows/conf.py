@@ -20,6 +20,15 @@ DEFAULTS: dict[str, Any] = {
         "HOST": "localhost:7233",
         "NAMESPACE": "default",
         "TASK_QUEUE": "beluga-workflows",
+        # A temporalio DataConverter and/or PayloadCodec (encryption), or dotted paths to
+        # them: every client and worker uses it (docs/temporal.md, "Data converter").
+        "DATA_CONVERTER": None,
+        "PAYLOAD_CODEC": None,
+        # False: the mirror copies runs without their values (input, result, payloads).
+        "MIRROR_PAYLOADS": True,
+        # Modules Temporal's sandbox hands to workflow code as the worker imported them, besides
+        # beluga_workflows, Django and the installed apps (docs/determinism.md).
+        "PASSTHROUGH_MODULES": [],
     },
     # Celery queues used by the built-in engine.
     "WORKFLOW_QUEUE": "beluga_workflows",
@@ -55,6 +64,10 @@ DEFAULTS: dict[str, Any] = {
     "RETENTION": None,
     # Seconds between a worker's heartbeats; one silent for 3 intervals is not live.
     "HEARTBEAT_INTERVAL": 5.0,
+    # What a bug in workflow code (an exception that is not a WorkflowError, non-determinism)
+    # does to its run: "fail" it, or "hold" it running, flagged with the error, until a worker
+    # with fixed code replays it. @workflow.defn(on_error=...) chooses per workflow.
+    "ON_WORKFLOW_ERROR": "fail",
 }
 
 
@@ -93,6 +106,13 @@ def default_timeout() -> timedelta | None:
 def retention() -> timedelta | None:
     """``RETENTION`` as a duration: how long closed runs are kept (None: for ever)."""
     return to_timedelta(beluga_settings.RETENTION, "BELUGA_WORKFLOWS['RETENTION']")
+
+
+def holds_on_error(workflow_name: str) -> bool:
+    """Whether a bug in this workflow's code holds its run (else it fails the run)."""
+    from .registry import on_error
+
+    return (on_error(workflow_name) or beluga_settings.ON_WORKFLOW_ERROR) == "hold"
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:

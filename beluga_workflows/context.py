@@ -63,10 +63,12 @@ class WorkflowContext:
     ) -> ActivityFuture:
         """Schedule ``fn(activity_ctx, input)`` and return at once; ``.result()`` waits."""
         ensure_json(input, f"Input of activity {getattr(fn, '__name__', fn)!r}")
+        name, reference = registry.activity_name(fn), registry.reference(fn)
+        registry.check_activity_name(name, reference)
         command = ScheduleActivity(
             step=self._m.take_step(),
-            name=fn.__name__,
-            reference=registry.reference(fn),
+            name=name,
+            reference=reference,
             input=input,
             options=build_activity_options(options),
         )

@@ -24,11 +24,19 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import determinism
 from .history import HistoryEvent
 from .interpreter import Decision, Machine, RunInfo, Suspend
 from .replay import call_workflow
 
 _CLOSE = object()
+
+
+def _stop_if_violated(machine: Machine) -> None:
+    """The workflow caught a determinism violation and went on to a step: it fails here."""
+    if determinism.violation() is not None:
+        machine.stopped = True
+        raise Suspend()
 
 
 class WorkflowTaskTimeout(RuntimeError):
@@ -102,8 +110,10 @@ class Continuation:
             self._to_driver.put(decision)
 
     def _park(self) -> None:
-        self._to_driver.put(self.machine.decision())
-        item = self._to_workflow.get()
+        _stop_if_violated(self.machine)
+        with determinism.lifted():
+            self._to_driver.put(self.machine.decision())
+            item = self._to_workflow.get()
         if item is _CLOSE:
             self.machine.stopped = True
             raise Suspend()
@@ -167,5 +177,7 @@ class GreenletContinuation:
     def _park(self) -> None:
         parent = self._glet.parent
         assert parent is not None
-        events = parent.switch(self.machine.decision())
+        _stop_if_violated(self.machine)
+        with determinism.lifted():  # Temporal's code and ours run on this thread meanwhile
+            events = parent.switch(self.machine.decision())
         self.machine.extend(events)

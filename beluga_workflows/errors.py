@@ -127,6 +127,56 @@ class NonDeterminismError(WorkflowError):
         )
 
 
+class WorkflowNotHeldError(WorkflowError):
+    """``retry`` asked of a run that is not held for a fix (see ``ON_WORKFLOW_ERROR``)."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        self.workflow_id = workflow_id
+        self.status = status
+        super().__init__(
+            f"Workflow {workflow_id!r} is not held for a fix (status {status!r}): there is "
+            "nothing to retry. Only a running run whose workflow code failed under "
+            "ON_WORKFLOW_ERROR = 'hold' can be retried."
+        )
+
+
+def is_bug(error: BaseException) -> bool:
+    """Whether a failure of workflow code is a bug (held under ``ON_WORKFLOW_ERROR = "hold"``)
+    rather than a deliberate outcome (which fails the run either way).
+
+    Bugs: any exception that is not a :class:`WorkflowError` (``TypeError``, ``KeyError``…),
+    non-determinism, a determinism violation, a value that is not JSON. Deliberate: every other
+    ``WorkflowError`` the code raises or lets through — ``ApplicationError`` (raise it to fail a
+    run on purpose), ``ActivityError``, ``SignalTimeoutError``, a child's ``WorkflowFailedError``,
+    ``WorkflowCanceledError``. Temporal's SDK draws the same line (``FailureError`` fails the
+    workflow, anything else its workflow task).
+    """
+    if not isinstance(error, WorkflowError):
+        return isinstance(error, Exception)
+    return isinstance(error, NonDeterminismError | DeterminismViolationError | InvalidPayloadError)
+
+
+class DeterminismViolationError(WorkflowError):
+    """Workflow code did something a replay would not repeat the same way (read the wall
+    clock, drew a random number, did I/O, started a thread, queried the database).
+
+    ``call`` names what it called, ``replacement`` what to use instead and ``location`` where
+    the workflow code made the call. Raised at the call by :mod:`beluga_workflows.determinism`;
+    the run fails with it even if the workflow code catches it.
+    """
+
+    def __init__(self, call: str, reason: str, replacement: str, location: str = "") -> None:
+        self.call = call
+        self.reason = reason
+        self.replacement = replacement
+        self.location = location
+        where = f" (in {location})" if location else ""
+        super().__init__(
+            f"Workflow code must be deterministic, but it called {call}{where}, which "
+            f"{reason}. Use {replacement} instead."
+        )
+
+
 class ExecutorNotFoundError(WorkflowError):
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name
@@ -211,6 +261,13 @@ def error_to_json(error: BaseException) -> dict[str, Any]:
         )
     elif isinstance(error, NonDeterminismError):
         data.update(step=error.step, expected=error.expected, got=error.got)
+    elif isinstance(error, DeterminismViolationError):
+        data.update(
+            call=error.call,
+            reason=error.reason,
+            replacement=error.replacement,
+            location=error.location,
+        )
     elif isinstance(error, WorkflowTimeoutError):
         data.update(workflow_id=error.workflow_id, timeout=error.timeout_seconds)
     elif isinstance(error, WorkflowFailedError):
@@ -219,6 +276,12 @@ def error_to_json(error: BaseException) -> dict[str, Any]:
         data.update(workflow_id=error.workflow_id)
     elif isinstance(error, ApplicationError):
         data.update(type=error.type_name, message=error.message)
+    if error.__traceback__ is not None and is_bug(error):
+        from .tracebacks import HEADER, user_traceback
+
+        text = user_traceback(error)
+        if text.startswith(HEADER):  # where the user's code broke (if it was theirs)
+            data["traceback"] = text
     return data
 
 
@@ -234,6 +297,13 @@ def error_from_json(data: dict[str, Any]) -> WorkflowError:
         )
     if kind == "NonDeterminismError":
         return NonDeterminismError(data["step"], data["expected"], data["got"])
+    if kind == "DeterminismViolationError" and "call" in data:
+        return DeterminismViolationError(
+            data["call"],
+            data.get("reason", ""),
+            data.get("replacement", ""),
+            data.get("location", ""),
+        )
     if kind == "WorkflowFailedError" and isinstance(data.get("cause"), dict):
         return WorkflowFailedError(data.get("workflow_id", ""), error_from_json(data["cause"]))
     if kind == "WorkflowCanceledError" and "workflow_id" in data:

@@ -12,7 +12,8 @@ A running run is flagged ``no_worker`` (:func:`unserved`) when:
 
 * built-in engine: it has pending work — a workflow step (``advance_requested_at``), an
   activity attempt, or a timer that is due — and no live ``default`` worker takes work from
-  that queue (``WORKFLOW_QUEUE``, ``ACTIVITY_QUEUE``) or, for a due timer, runs the sweeper;
+  that queue (``WORKFLOW_QUEUE``; the activity's own queue, ``ACTIVITY_QUEUE`` by default) or,
+  for a due timer, runs the sweeper;
 * Temporal (a mirrored run): no live ``temporal`` worker polls the run's task queue.
 
 Workers started another way than ``runworker`` (``celery worker`` by hand) do not announce
@@ -143,8 +144,9 @@ def unserved(runs: Iterable[WorkflowRun]) -> set[int]:
     """The pks of the running ``runs`` whose pending work no live worker serves.
 
     At most four queries whatever the number of runs: the workers (cached), the runs' first
-    events (which tells mirrored Temporal runs and their task queue), and for built-in runs,
-    only when a queue or the sweeper lacks a live worker, their open attempts and due timers.
+    events (which tells mirrored Temporal runs and their task queue), and for built-in runs
+    their open attempts (only those on a queue of their own while ``ACTIVITY_QUEUE`` is served)
+    and, only when no live worker sweeps, their due timers.
     """
     running = {run.pk: run for run in runs if run.status == Status.RUNNING.value}
     if not running:
@@ -172,12 +174,16 @@ def _unserved_builtin(runs: list[WorkflowRun]) -> set[int]:
     if beluga_settings.WORKFLOW_QUEUE not in queues:
         flagged |= {run.pk for run in runs if run.advance_requested_at is not None}
     pks = [run.pk for run in runs if run.pk not in flagged]
-    if pks and beluga_settings.ACTIVITY_QUEUE not in queues:
-        flagged |= set(
-            ActivityTask.objects.filter(
-                run_id__in=pks, state=ActivityTask.State.SCHEDULED
-            ).values_list("run_id", flat=True)
-        )
+    if pks:
+        # An attempt waits on its own queue (``with_activity_queue``), else ACTIVITY_QUEUE.
+        open_tasks = ActivityTask.objects.filter(run_id__in=pks, state=ActivityTask.State.SCHEDULED)
+        if beluga_settings.ACTIVITY_QUEUE in queues:
+            open_tasks = open_tasks.filter(options__has_key="queue")
+        flagged |= {
+            run_id
+            for run_id, queue in open_tasks.values_list("run_id", "options__queue")
+            if (queue or beluga_settings.ACTIVITY_QUEUE) not in queues
+        }
     pks = [pk for pk in pks if pk not in flagged]
     if pks and not sweeping:
         flagged |= set(

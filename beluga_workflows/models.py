@@ -64,6 +64,12 @@ class WorkflowRun(models.Model):
     continued_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="continuations"
     )
+    #: Running, but held for a fix: its workflow code failed with a bug under
+    #: ``ON_WORKFLOW_ERROR = "hold"``. ``{"error", "traceback", "since", "attempts"}``; cleared
+    #: by the first pass that succeeds (docs/errors.md).
+    held = models.JSONField(null=True, blank=True)
+    #: When the sweeper lets a held run's code try again (backoff); None: not held.
+    held_retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -96,6 +102,11 @@ class WorkflowRun(models.Model):
                 fields=["closed_at"],
                 condition=Q(notify_parent=True),
                 name="beluga_run_notify_parent",
+            ),
+            models.Index(
+                fields=["held_retry_at"],
+                condition=Q(held_retry_at__isnull=False),
+                name="beluga_run_held_retry",
             ),
             # Retention: closed runs, oldest close first (a run closed through a store's
             # ``save`` has no ``closed_at``; its last update stands in).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -108,25 +109,90 @@ class RetryPolicy:
         )
 
 
+#: Characters a queue name may use (Celery queues and Temporal task queues both accept them).
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]*")
+
+#: What ``with_activity_queue`` and ``runworker --queues`` call the executor's default queue.
+DEFAULT_QUEUE = "default"
+
+
+def check_queue_name(name: Any, what: str = "An activity queue") -> str:
+    """A queue name every broker and Temporal accept: letters, digits, ``_ . : @ -``."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} name must be a string, not {name!r}.")
+    if not name:
+        raise ValueError(f"{what} name must not be empty.")
+    if len(name) > 200 or not _QUEUE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{what} name must be at most 200 characters, start with a letter or digit and use "
+            f"only letters, digits and '_ . : @ -': {name[:60]!r}."
+        )
+    return name
+
+
 @dataclass(frozen=True)
 class ActivityOptions:
-    """Per-call options of ``ctx.execute_activity``; build them with ``with_activity_*``."""
+    """Per-call options of ``ctx.execute_activity``; build them with ``with_activity_*``.
+
+    ``timeout`` bounds one attempt (start to close); ``heartbeat_timeout`` fails an attempt
+    that has not heartbeated (or started) for that long, even when its worker died;
+    ``schedule_to_close_timeout`` bounds all attempts together, retries' back-off included;
+    ``queue`` is the Celery queue / Temporal task queue the activity runs on (None: the
+    executor's default). Every one is retried per ``retry`` except schedule-to-close.
+    """
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: timedelta = DEFAULT_ACTIVITY_TIMEOUT
+    heartbeat_timeout: timedelta | None = None
+    schedule_to_close_timeout: timedelta | None = None
+    queue: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("heartbeat_timeout", "schedule_to_close_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _positive(value, f"ActivityOptions.{name}"))
+        if self.queue is not None:
+            queue = check_queue_name(self.queue, "ActivityOptions.queue")
+            object.__setattr__(self, "queue", None if queue == DEFAULT_QUEUE else queue)
 
     def to_json(self) -> dict[str, Any]:
-        return {"retry": self.retry.to_json(), "timeout": self.timeout.total_seconds()}
+        data: dict[str, Any] = {
+            "retry": self.retry.to_json(),
+            "timeout": self.timeout.total_seconds(),
+        }
+        # Only options that are set, so histories of calls without them read as before.
+        if self.heartbeat_timeout is not None:
+            data["heartbeat_timeout"] = self.heartbeat_timeout.total_seconds()
+        if self.schedule_to_close_timeout is not None:
+            data["schedule_to_close_timeout"] = self.schedule_to_close_timeout.total_seconds()
+        if self.queue is not None:
+            data["queue"] = self.queue
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ActivityOptions:
+        def seconds(key: str) -> timedelta | None:
+            value = data.get(key)
+            return None if value is None else timedelta(seconds=value)
+
         return cls(
             retry=RetryPolicy.from_json(data["retry"]),
             timeout=timedelta(seconds=data["timeout"]),
+            heartbeat_timeout=seconds("heartbeat_timeout"),
+            schedule_to_close_timeout=seconds("schedule_to_close_timeout"),
+            queue=data.get("queue"),
         )
 
 
 ActivityOption = Callable[[ActivityOptions], ActivityOptions]
+
+
+def _positive(value: Duration, what: str) -> timedelta:
+    delta = to_timedelta(value, what)
+    if not delta:
+        raise ValueError(f"{what} must be greater than zero.")
+    return delta
 
 
 def with_activity_retry(policy: RetryPolicy) -> ActivityOption:
@@ -136,20 +202,49 @@ def with_activity_retry(policy: RetryPolicy) -> ActivityOption:
 
 
 def with_activity_timeout(timeout: Duration) -> ActivityOption:
-    delta = to_timedelta(timeout, "activity timeout")
-    if not delta:
-        raise ValueError("An activity timeout must be greater than zero.")
+    """How long one attempt may take, start to close (default 5 minutes)."""
+    delta = _positive(timeout, "An activity timeout")
     return lambda opts: replace(opts, timeout=delta)
+
+
+def with_activity_heartbeat_timeout(timeout: Duration) -> ActivityOption:
+    """Fail an attempt that has not called ``ctx.heartbeat()`` (or started) for this long, and
+    retry it per the retry policy: a dead worker is noticed this soon (default: no limit)."""
+    delta = _positive(timeout, "An activity heartbeat timeout")
+    return lambda opts: replace(opts, heartbeat_timeout=delta)
+
+
+def with_activity_schedule_to_close_timeout(timeout: Duration) -> ActivityOption:
+    """How long the activity may take in all, from being scheduled to its last attempt's end,
+    retries and their back-off included; past it no attempt is retried (default: no limit)."""
+    delta = _positive(timeout, "An activity schedule-to-close timeout")
+    return lambda opts: replace(opts, schedule_to_close_timeout=delta)
+
+
+def with_activity_queue(name: str) -> ActivityOption:
+    """Run the activity on the queue ``name`` (a Celery queue on the built-in engine, a task
+    queue on Temporal), served by ``runworker --queues name``. ``"default"`` is the default."""
+    queue = check_queue_name(name)
+    chosen = None if queue == DEFAULT_QUEUE else queue
+    return lambda opts: replace(opts, queue=chosen)
+
+
+#: The option functions, for error messages.
+OPTION_FUNCTIONS = (
+    "with_activity_retry",
+    "with_activity_timeout",
+    "with_activity_heartbeat_timeout",
+    "with_activity_schedule_to_close_timeout",
+    "with_activity_queue",
+)
 
 
 def build_activity_options(options: tuple[Any, ...]) -> ActivityOptions:
     opts = ActivityOptions()
     for option in options:
         if not callable(option):
-            raise TypeError(
-                f"execute_activity options must come from workflow.with_activity_retry/"
-                f"with_activity_timeout; got {option!r}."
-            )
+            known = ", ".join(f"workflow.{name}()" for name in OPTION_FUNCTIONS)
+            raise TypeError(f"execute_activity options must come from {known}; got {option!r}.")
         opts = option(opts)
     return opts
 

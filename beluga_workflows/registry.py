@@ -1,9 +1,10 @@
 """Finding workflow and activity functions by name, in any process.
 
 A run stores the name of its workflow: the public name given by ``@workflow.defn(name=...)``
-or, for a plain function, its import reference ``module:qualname``. Activities are stored by
-reference. Only public names may be started from REST or the admin; references are for
-Python callers, who already hold the function.
+or, for a plain function, its import reference ``module:qualname``. Activities are known by a
+stable name (``@workflow.activity(name=...)``, else the function's name; see below). Only
+public names may be started from REST or the admin; references are for Python callers, who
+already hold the function.
 """
 
 from __future__ import annotations
@@ -24,11 +25,17 @@ from .errors import UntrustedReferenceError, WorkflowNameError
 _lock = threading.Lock()
 _by_name: dict[str, Callable[..., Any]] = {}
 _approval_signals: dict[str, str] = {}
+_on_error: dict[str, str] = {}
 _ATTR = "__beluga_workflow_name__"
 
 #: The signal the admin's Approve / Reject buttons send (``true`` / ``false``) unless a workflow
 #: names its own with ``@workflow.defn(approval_signal=...)``.
 DEFAULT_APPROVAL_SIGNAL = "approval"
+
+#: What a bug in workflow code does to the run (``BELUGA_WORKFLOWS["ON_WORKFLOW_ERROR"]``, or
+#: ``@workflow.defn(on_error=...)``): ``fail`` it, or ``hold`` it running until fixed code
+#: replays it (docs/errors.md).
+ON_ERROR_CHOICES = ("fail", "hold")
 
 
 def defn(
@@ -36,14 +43,20 @@ def defn(
     *,
     name: str | None = None,
     approval_signal: str = DEFAULT_APPROVAL_SIGNAL,
+    on_error: str | None = None,
 ) -> Any:
     """Register a workflow function under a public name (default: the function's name).
 
     ``approval_signal`` names the signal the workflow waits on for a human decision: the
     admin shows Approve / Reject for a run waiting on it, and sends it ``true`` / ``false``.
+    ``on_error`` (``"fail"`` or ``"hold"``) overrides ``ON_WORKFLOW_ERROR`` for this workflow.
     """
     if not isinstance(approval_signal, str) or not approval_signal.strip():
         raise ValueError(f"approval_signal must be a signal name, not {approval_signal!r}.")
+    if on_error is not None and on_error not in ON_ERROR_CHOICES:
+        raise ValueError(
+            f"on_error must be 'fail' or 'hold' (or None for ON_WORKFLOW_ERROR), not {on_error!r}."
+        )
 
     def register(f: Callable[..., Any]) -> Callable[..., Any]:
         public = name or f.__name__
@@ -58,6 +71,10 @@ def defn(
                 _approval_signals.pop(public, None)
             else:
                 _approval_signals[public] = approval_signal
+            if on_error is None:
+                _on_error.pop(public, None)
+            else:
+                _on_error[public] = on_error
         setattr(f, _ATTR, public)
         return f
 
@@ -84,6 +101,12 @@ def approval_signal(workflow: str) -> str:
     """The approval signal of the workflow with this public name (or reference)."""
     with _lock:
         return _approval_signals.get(workflow, DEFAULT_APPROVAL_SIGNAL)
+
+
+def on_error(workflow: str) -> str | None:
+    """The workflow's own ``on_error`` choice (by public name or reference), if it made one."""
+    with _lock:
+        return _on_error.get(workflow)
 
 
 def custom_approval_signals() -> dict[str, str]:
@@ -187,3 +210,167 @@ def _known() -> str:
 def _has_workflows(app_name: str) -> bool:
     """An installed app that contributes workflows: it has a ``workflows`` module."""
     return importlib.util.find_spec(f"{app_name}.workflows") is not None
+
+
+# Activities ------------------------------------------------------------------------------
+#
+# An activity is known by a stable name: the name ``@workflow.activity(name=...)`` gave it, else
+# its function's name. Runs record it in their history, and on Temporal it is the activity
+# type, so moving a module does not change it. A worker finds the function by that name; the
+# import reference is only a hint it may follow, to a function of a workflow module or imported
+# into one, or declared with ``@workflow.activity``.
+
+_activities: dict[str, Callable[..., Any]] = {}
+_ACTIVITY_ATTR = "__beluga_activity_name__"
+
+
+def activity(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Register an activity under a stable name (default: the function's name)."""
+    if name is not None and (not isinstance(name, str) or not name.strip() or ":" in name):
+        raise ValueError(f"An activity name must be a non-empty string without ':', not {name!r}.")
+
+    def register(f: Callable[..., Any]) -> Callable[..., Any]:
+        public = name or f.__name__
+        with _lock:
+            known = _activities.get(public)
+            if known is not None and reference(known) != reference(f):
+                raise WorkflowNameError(
+                    f"Activity name {public!r} is already used by {reference(known)}."
+                )
+            _activities[public] = f
+        setattr(f, _ACTIVITY_ATTR, public)
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+def activity_name(fn: Callable[..., Any]) -> str:
+    """The name a step records and Temporal's activity type: the registered name, else
+    the function's name."""
+    return getattr(fn, _ACTIVITY_ATTR, None) or fn.__name__
+
+
+def resolve_activity(name: str, reference: str = "") -> Callable[..., Any]:
+    """The function a worker runs for the activity ``name``.
+
+    ``reference`` (``module:qualname``, where the function was when the step was scheduled)
+    is followed first, only to a function of that name that is an activity of the project's
+    workflows (declared, or a function of a workflow module or imported into one);
+    if it does not import (the module moved since), or without one, the name decides: the
+    function registered under it, else the one function of that name in the project's
+    workflow modules.
+    """
+    problem: WorkflowNameError | None = None
+    if reference:
+        try:
+            fn = resolve(reference)
+        except WorkflowNameError as exc:
+            problem = exc  # moved or renamed since, or never the project's: go by the name
+        else:
+            if activity_name(fn) != name:
+                raise UntrustedReferenceError(
+                    f"{reference!r} is not the activity {name!r} (it is {activity_name(fn)!r})."
+                )
+            if not _workflows_activity(fn):
+                raise UntrustedReferenceError(
+                    f"{reference!r} is no activity of the project's workflows: declare it with "
+                    "@workflow.activity, or import it into a workflows module."
+                )
+            return fn
+    with _lock:
+        registered = _activities.get(name)
+    if registered is not None:
+        return registered
+    found = _workflow_module_activities().get(name, {})
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if found:
+        raise WorkflowNameError(_ambiguous(name, sorted(found)))
+    if problem is not None:
+        raise problem
+    raise WorkflowNameError(
+        f"Unknown activity {name!r}: no @workflow.activity has that name and no function of "
+        "that name is in the project's workflow modules. Workers run only the project's "
+        "workflows and the activities they call."
+    )
+
+
+def check_activity_name(name: str, ref: str) -> None:
+    """Refuse to schedule the function ``ref`` as ``name`` when ``@workflow.activity`` gave
+    that name to another function: a step's name (Temporal's activity type) means one
+    function."""
+    with _lock:
+        registered = _activities.get(name)
+    if registered is not None and reference(registered) != ref:
+        raise WorkflowNameError(
+            f"Activity {ref} would be known as {name!r}, a name @workflow.activity gave to "
+            f"{reference(registered)}: give it a name of its own with "
+            '@workflow.activity(name="...").'
+        )
+
+
+def _ambiguous(name: str, refs: list[str]) -> str:
+    return (
+        f"Several activities are named {name!r} ({', '.join(refs)}), and an activity is known "
+        f'by its name: give all but one a name of their own with @workflow.activity(name="...").'
+    )
+
+
+def is_workflow_module(module_name: str) -> bool:
+    """A module meant to hold workflows: ``workflows`` (an app's ``workflows.py``), a
+    ``workflows_*`` module or a module of a ``workflows`` package, or one that defines a
+    registered workflow or activity."""
+    return _named_for_workflows(module_name) or module_name in _registered_modules()
+
+
+def _named_for_workflows(module_name: str) -> bool:
+    parts = module_name.split(".")
+    return "workflows" in parts or parts[-1].startswith("workflows_")
+
+
+def _registered_modules() -> set[str]:
+    with _lock:
+        registered = [*_by_name.values(), *_activities.values()]
+    return {getattr(fn, "__module__", "") for fn in registered}
+
+
+def resolve_workflow(name: str, reference: str = "") -> Callable[..., Any]:
+    """What a worker runs for a workflow type it was handed (a Temporal client may start any):
+    a registered workflow, or a function of one of the project's workflow modules."""
+    fn = resolve(name, reference)
+    if getattr(fn, _ATTR, None) is None and not is_workflow_module(fn.__module__):
+        raise UntrustedReferenceError(
+            f"{name!r} is not a workflow: workers run only registered workflows "
+            "(@workflow.defn) and the functions of workflow modules (an app's workflows.py)."
+        )
+    return fn
+
+
+def _workflows_activity(fn: Callable[..., Any]) -> bool:
+    """Declared with ``@workflow.activity``, or a function of a workflow module (defined
+    there, or imported into one)."""
+    if getattr(fn, _ACTIVITY_ATTR, None) is not None or is_workflow_module(fn.__module__):
+        return True
+    return any(fn in found.values() for found in _workflow_module_activities().values())
+
+
+def _workflow_module_activities() -> dict[str, dict[str, Callable[..., Any]]]:
+    """Activity name -> {reference: function} of the project's functions found in the
+    workflow modules imported so far (defined there or imported into them)."""
+    found: dict[str, dict[str, Callable[..., Any]]] = {}
+    registered = _registered_modules()
+    for module_name, module in list(sys.modules.items()):
+        if module is None or not (_named_for_workflows(module_name) or module_name in registered):
+            continue
+        if not _project_module(module_name):
+            continue
+        for value in list(vars(module).values()):
+            if not inspect.isfunction(value) or getattr(value, _ATTR, None) is not None:
+                continue
+            try:
+                ref = reference(value)
+            except WorkflowNameError:
+                continue
+            if _project_module(value.__module__):
+                found.setdefault(activity_name(value), {})[ref] = value
+    return found

@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import determinism
 from .context import AsyncWorkflowContext, WorkflowContext
 from .errors import QueryError, WorkflowError
 from .history import HistoryEvent
@@ -54,11 +55,24 @@ _ASYNC_ONLY = (
 
 
 def call_workflow(fn: Callable[..., Any], machine: Machine) -> Decision:
-    """Run ``fn`` on ``machine`` until it returns, fails, or blocks (via Suspend)."""
+    """Run ``fn`` on ``machine`` until it returns, fails, or blocks (via Suspend).
+
+    The function runs under the determinism guard; a violation fails the run even when the
+    workflow code caught it.
+    """
+    guard = determinism.Guard()
+    decision = _call(fn, machine, guard)
+    if guard.violation is not None:
+        return Decision(done=True, error=guard.violation)
+    return decision
+
+
+def _call(fn: Callable[..., Any], machine: Machine, guard: determinism.Guard) -> Decision:
     ctx = WorkflowContext(machine)
     try:
         try:
-            result = _invoke(fn, ctx, machine.info.input)
+            with guard:
+                result = _invoke(fn, ctx, machine.info.input)
         except ContinueAsNew as request:
             machine.finish_check()
             carried = ContinueAsNewRequest(request.input, machine.unclaimed_signals())
@@ -69,12 +83,15 @@ def call_workflow(fn: Callable[..., Any], machine: Machine) -> Decision:
         if machine.failure is not None:
             return Decision(done=True, error=machine.failure)
         return machine.decision()
-    except Abort:
+    except Abort as abort:
+        if machine.failure is not None and machine.failure.__traceback__ is None:
+            # Where the workflow's code asked for the mismatching step: its traceback.
+            machine.failure.__traceback__ = abort.__traceback__
         return Decision(done=True, error=machine.failure)
     except Exception as exc:  # the user's workflow failed, or was canceled
         if machine.failure is not None:
             return Decision(done=True, error=machine.failure)
-        return machine.decision(done=True, error=exc)
+        return machine.decision(done=True, error=determinism.translate(exc) or exc)
     if machine.failure is not None:
         return Decision(done=True, error=machine.failure)
     return machine.decision(done=True, result=result)

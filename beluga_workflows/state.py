@@ -39,6 +39,10 @@ class WorkflowState:
     continued_as: str | None = None
     #: Running, and what it waits on has no live worker to serve it (:mod:`.heartbeats`).
     no_worker: bool = False
+    #: Running, but held for a fix (``ON_WORKFLOW_ERROR = "hold"``): ``{"error": {"type",
+    #: "message", ...}, "traceback": the user's frames, "since", "attempts", "next_retry"}``;
+    #: None when the run's code is fine (docs/errors.md).
+    held: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -63,6 +67,7 @@ class WorkflowState:
             "continued_from": self.continued_from,
             "continued_as": self.continued_as,
             "no_worker": self.no_worker,
+            "held": self.held,
         }
 
 
@@ -111,4 +116,13 @@ def run_state(run: WorkflowRun, children: bool = False, no_worker: bool = False)
         continued_from=str(run.continued_from.run_id) if run.continued_from else None,
         continued_as=str(successor) if successor else None,
         no_worker=no_worker,
+        held=held_info(run),
     )
+
+
+def held_info(run: WorkflowRun) -> dict[str, Any] | None:
+    """What ``describe()`` says of a held run: the stored hold and when it is tried again."""
+    if not run.held or run.status != Status.RUNNING.value:
+        return None
+    retry = run.held_retry_at
+    return {**run.held, "next_retry": retry.isoformat() if retry else None}

@@ -2,6 +2,12 @@
 sweeper (timers, expired attempts, lost messages), the heartbeat that announces the worker
 (:mod:`.heartbeats`) and, with ``RETENTION`` set, the pruning of old runs (:mod:`.retention`).
 ``manage.py runworker`` is a thin shell over :class:`Worker`.
+
+``queues`` chooses what the worker consumes (``runworker --queues``): by default the engine's
+own queues (``WORKFLOW_QUEUE`` for workflow steps, ``ACTIVITY_QUEUE`` for activities), which
+the name ``default`` stands for; any other name is an activity queue of
+``workflow.with_activity_queue(name)``. ``--queues gpu`` alone runs only the activities sent to
+``gpu``; ``--queues default,gpu`` runs everything.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from celery import current_app
@@ -19,6 +26,8 @@ from django.db import close_old_connections
 
 from . import heartbeats, retention
 from .conf import beluga_settings
+from .engine import eager
+from .options import DEFAULT_QUEUE, check_queue_name
 
 logger = logging.getLogger("beluga_workflows")
 
@@ -67,9 +76,11 @@ class Worker:
         loglevel: str = "INFO",
         sweep: bool = True,
         app: Any = None,
+        queues: Iterable[str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        self.queues = celery_queues(queues)
         self.concurrency = concurrency
         self.pool = pool
         self.loglevel = loglevel
@@ -81,7 +92,8 @@ class Worker:
         survive_broker_restarts(self.app)
         sweeper = Sweeper(float(beluga_settings.POLL_INTERVAL)) if self.sweep else None
         worker_ready.connect(_announce, weak=False)
-        queues = [beluga_settings.WORKFLOW_QUEUE, beluga_settings.ACTIVITY_QUEUE]
+        queues = self.queues
+        eager.serve(queues)  # an activity of another queue never runs here, not even eagerly
         info = heartbeats.WorkerInfo(
             executor="default",
             queues=tuple(queues),
@@ -114,6 +126,20 @@ class Worker:
             without_mingle=True,
             optimization="fair",
         )
+
+
+def celery_queues(names: Iterable[str] | None) -> list[str]:
+    """The Celery queues a worker consumes for ``runworker --queues`` names (None: default)."""
+    chosen: list[str] = []
+    for name in [DEFAULT_QUEUE] if names is None else names:
+        check_queue_name(name, "A worker queue")
+        if name == DEFAULT_QUEUE:
+            chosen += [beluga_settings.WORKFLOW_QUEUE, beluga_settings.ACTIVITY_QUEUE]
+        else:
+            chosen.append(name)
+    if not chosen:
+        raise ValueError("A worker needs at least one queue.")
+    return list(dict.fromkeys(chosen))
 
 
 def keep_connections(app: Any) -> None:

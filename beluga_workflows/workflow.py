@@ -16,6 +16,7 @@ from .errors import (
     ActivityError,
     ActivityTimeoutError,
     ApplicationError,
+    DeterminismViolationError,
     ExecutorNotFoundError,
     InvalidPayloadError,
     MissingDependencyError,
@@ -31,6 +32,7 @@ from .errors import (
     WorkflowFailedError,
     WorkflowNameError,
     WorkflowNotFoundError,
+    WorkflowNotHeldError,
     WorkflowTimeoutError,
 )
 from .executors import get_executor, list_executors, new, register
@@ -52,10 +54,13 @@ from .options import (
     Signal,
     Status,
     WorkflowOptions,
+    with_activity_heartbeat_timeout,
+    with_activity_queue,
     with_activity_retry,
+    with_activity_schedule_to_close_timeout,
     with_activity_timeout,
 )
-from .registry import defn
+from .registry import activity, defn
 from .state import WorkflowState
 
 if TYPE_CHECKING:  # loaded lazily below: they need Django models
@@ -80,6 +85,7 @@ __all__ = [
     "ActivityTimeoutError",
     "ApplicationError",
     "Config",
+    "DeterminismViolationError",
     "DjangoWorkflowStore",
     "DurableExecutor",
     "EventType",
@@ -106,16 +112,21 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowNameError",
     "WorkflowNotFoundError",
+    "WorkflowNotHeldError",
     "WorkflowOptions",
     "WorkflowState",
     "WorkflowStore",
     "WorkflowTimeoutError",
+    "activity",
     "defn",
     "get_executor",
     "list",
     "new",
     "register",
+    "with_activity_heartbeat_timeout",
+    "with_activity_queue",
     "with_activity_retry",
+    "with_activity_schedule_to_close_timeout",
     "with_activity_timeout",
 ]
 

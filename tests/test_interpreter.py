@@ -246,7 +246,7 @@ def test_continuation_and_replay_agree_step_by_step():
 
 def test_non_json_activity_input_is_refused_at_the_call():
     def bad(ctx, _):
-        return ctx.execute_activity(fetch, {"when": datetime.now()})
+        return ctx.execute_activity(fetch, {"when": ctx.now()})
 
     decision = run(bad, History().events)
     assert isinstance(decision.error, workflow.InvalidPayloadError)

@@ -58,6 +58,7 @@ BAD: list[tuple[str, Any, str, str]] = [
     ),
     ("HOOKS", "myproject.hooks.X", "E011", "BELUGA_WORKFLOWS['HOOKS'] must be a list"),
     ("HOOKS", ["tests.nowhere.Hook"], "E011", "could not be loaded"),
+    ("ON_WORKFLOW_ERROR", "retry", "E012", "['ON_WORKFLOW_ERROR'] is 'retry', not 'fail' or"),
 ]
 
 #: Values that look odd but are documented as valid.
@@ -125,7 +126,10 @@ def test_unknown_temporal_keys_are_reported_with_the_known_ones() -> None:
     [message] = beluga_messages(TEMPORAL={"HOST": "h:7233", "NAMESPCE": "orders"})
     assert message.id == "beluga_workflows.E005"
     assert "NAMESPCE" in message.msg
-    assert message.hint == "Known keys: HOST, NAMESPACE, TASK_QUEUE, TLS, API_KEY."
+    from beluga_workflows.checks import TEMPORAL_KEYS
+
+    assert message.hint == f"Known keys: {', '.join(TEMPORAL_KEYS)}."
+    assert message.hint.startswith("Known keys: HOST, NAMESPACE, TASK_QUEUE, TLS, API_KEY, ")
 
 
 def test_several_bad_values_are_all_reported() -> None:

@@ -56,7 +56,7 @@ def fails(ctx: workflow.WorkflowContext, _: Any) -> None:
 
 @workflow.defn(name="obs_sandboxed")
 def sandboxed(ctx: workflow.WorkflowContext, _: Any) -> str:
-    """Tries what Temporal's sandbox refuses to workflow code (hooks or no hooks)."""
+    """Tries I/O, which workflow code may not do: refused inside a step, hooks or no hooks."""
     try:
         with open(os.devnull):
             return "opened"

@@ -58,6 +58,30 @@ class ChildSerializer(serializers.Serializer):
     status = serializers.CharField(read_only=True, allow_null=True)
 
 
+@component("Held")
+class HeldSerializer(serializers.Serializer):
+    """Why a run is held for a fix, and since when (docs/errors.md)."""
+
+    error = serializers.JSONField(
+        read_only=True, help_text="The bug: an object with `type` and `message`."
+    )
+    traceback = serializers.CharField(
+        read_only=True,
+        help_text="The user's frames (beluga's own and Temporal's left out), innermost last.",
+    )
+    since = serializers.DateTimeField(read_only=True, help_text="When it was first held.")
+    attempts = serializers.IntegerField(
+        read_only=True, help_text="Passes of the code that failed so far."
+    )
+    last_attempt = serializers.DateTimeField(read_only=True, allow_null=True)
+    next_retry = serializers.DateTimeField(
+        read_only=True,
+        allow_null=True,
+        help_text="When the built-in engine tries again on its own (null on Temporal, which "
+        "retries on its own schedule).",
+    )
+
+
 @component("Run")
 class RunSerializer(serializers.Serializer):
     """A run; ``id`` is the workflow id, ``run_id`` tells apart runs that reused it."""
@@ -112,6 +136,13 @@ class RunSerializer(serializers.Serializer):
         "serve it: on the built-in engine a workflow step, an activity attempt or a due timer "
         "with no live `default` worker on its queue (or running the sweeper); on Temporal, no "
         "live `temporal` worker on its task queue. See `GET /workers/`.",
+    )
+    held = HeldSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="Set while the run is held for a fix: its workflow code failed with a bug "
+        'under `ON_WORKFLOW_ERROR = "hold"`, so the run stays running until a worker with '
+        "fixed code gets through (or `POST .../retry/`). Null otherwise.",
     )
 
 

@@ -3,7 +3,7 @@
     path("api/", include("beluga_workflows.api.urls")),
 
 ``workflows/`` (list, start, detail, ``events/``, ``signal/``, ``query/<type>/``,
-``cancel/``), ``approvals/`` and ``workers/`` under a browsable API root; ``schema/``
+``cancel/``, ``retry/``), ``approvals/`` and ``workers/`` under a browsable API root; ``schema/``
 (OpenAPI 3 of this API only), ``docs/`` (Swagger UI) and ``redoc/``, all for signed-in
 users. The two pages need ``drf_spectacular`` in ``INSTALLED_APPS`` (their templates); the
 schema does not.

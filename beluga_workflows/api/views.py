@@ -38,6 +38,7 @@ from ..errors import (
     WorkflowClosedError,
     WorkflowNameError,
     WorkflowNotFoundError,
+    WorkflowNotHeldError,
 )
 from ..executors import get_executor
 from ..models import WorkerHeartbeat, WorkflowRun
@@ -214,6 +215,8 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         "create": Operation.START,
         "signal": Operation.SIGNAL,
         "cancel": Operation.CANCEL,
+        # Retrying only runs the workflow's code again, like the step a signal causes.
+        "retry": Operation.SIGNAL,
     }
 
     def get_permissions(self) -> list[Any]:
@@ -240,7 +243,9 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
             exc = WorkflowNotFoundError(exc.workflow_id)
         if isinstance(exc, WorkflowNotFoundError):
             exc = exceptions.NotFound(str(exc))
-        elif isinstance(exc, WorkflowAlreadyStartedError | WorkflowClosedError):
+        elif isinstance(
+            exc, WorkflowAlreadyStartedError | WorkflowClosedError | WorkflowNotHeldError
+        ):
             exc = Conflict(str(exc))
         elif isinstance(exc, QueryError):
             exc = exceptions.ValidationError({"query_type": [str(exc)]})
@@ -406,6 +411,28 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
     def cancel(self, request: Request, id: str) -> Response:
         executor = get_executor()
         executor.cancel(id, sender=sender_name(request.user))
+        state = executor.describe(id)
+        return Response(self.outcome(state), status=status.HTTP_202_ACCEPTED)
+
+    @operation(
+        summary="Retry a held run",
+        description='A run held for a fix (`ON_WORKFLOW_ERROR = "hold"`: its workflow code '
+        "failed with a bug, see `held`) runs its code again now, on whatever code the workers "
+        "have, instead of at its next scheduled retry. Returns at once (202); `held` clears "
+        "when a worker's code gets through. Needs the `signal` permission.",
+        parameters=[ID_PARAMETER],
+        request=None,
+        responses={
+            202: OpenApiResponse(s.RunSerializer, description=MINIMAL_WITHOUT_VIEW),
+            **READ_ERRORS,
+            404: NOT_FOUND,
+            409: _error("The run is not held (it is fine, or it has finished)."),
+        },
+    )
+    @action(detail=True, methods=["post"], filterset_class=None)
+    def retry(self, request: Request, id: str) -> Response:
+        executor = get_executor()
+        executor.retry(id)
         state = executor.describe(id)
         return Response(self.outcome(state), status=status.HTTP_202_ACCEPTED)
 

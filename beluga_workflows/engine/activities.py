@@ -7,6 +7,14 @@ stops. The activity itself runs in its own thread so the attempt timeout holds e
 code never returns: the attempt is recorded as timed out and the thread's late result is
 ignored (``ActivityContext.is_cancelled()`` turns true for it).
 
+An activity with a heartbeat timeout is timed out here when it goes that long without a
+heartbeat (counted from its start), and by the sweeper when its worker died: its lock is free
+and the task's ``heartbeat_at`` (stamped at the attempt's start, then by each heartbeat) is
+older than the timeout. The details of the last heartbeat stay on the task across retries,
+for the next attempt's ``ActivityContext.heartbeat_details``. A schedule-to-close timeout
+caps every attempt's deadline (see :mod:`.timeouts`); :func:`.steps.finish_activity` retries
+nothing past it.
+
 A connection can die while its worker lives (a database restart, a terminated backend), and
 the lock with it. So an attempt running longer than a third of ``REDISPATCH_AFTER`` renews a
 lease every third: it moves the task's ``dispatched_at`` forward (the sweeper sends an attempt
@@ -20,7 +28,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
@@ -29,24 +36,15 @@ from django.utils import timezone
 from .. import observability, registry
 from ..activity import ActivityContext, call_activity
 from ..conf import beluga_settings
-from ..errors import ActivityTimeoutError, InvalidPayloadError, UntrustedReferenceError
+from ..errors import InvalidPayloadError, UntrustedReferenceError
 from ..hooks import ActivityInfo
 from ..models import ActivityTask
-from ..options import ActivityOptions
 from ..serialization import ensure_json, ensure_size
 from . import eager, locks, runs, sql, steps
 from .store import with_reconnect
+from .timeouts import deadline_error, error_info, heartbeat_error, heartbeat_timeout
 
 logger = logging.getLogger("beluga_workflows")
-
-
-def error_info(exc: BaseException) -> dict[str, Any]:
-    return {
-        "type": type(exc).__name__,
-        "types": [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException)],
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc))[-4000:],
-    }
 
 
 def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None) -> None:
@@ -84,11 +82,12 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
             return
         now = timezone.now()
         if task.deadline <= now:
-            timeout = ActivityTimeoutError(
-                f"Attempt {attempt} of {task.name!r} was not started in time."
-            )
-            with_reconnect(steps.finish_activity, task_pk, attempt, error=error_info(timeout))
+            error = deadline_error(task, attempt, "was not started")
+            with_reconnect(steps.finish_activity, task_pk, attempt, error=error)
             return
+        if heartbeat_timeout(task):
+            # Its start is its first sign of life: the sweeper counts the timeout from here.
+            ActivityTask.objects.filter(pk=task_pk, attempt=attempt).update(heartbeat_at=now)
         epoch = locks.epoch()
         outcome = _execute(task, (task.deadline - now).total_seconds())
         if locks.epoch() != epoch:
@@ -204,6 +203,12 @@ def _attempt(
     task: ActivityTask, seconds: float, observed: observability.Attempt | None
 ) -> dict[str, Any]:
     timed_out = threading.Event()
+    beat = heartbeat_timeout(task)
+    last_beat = [time.monotonic()]
+
+    def on_heartbeat(details: Any) -> None:
+        last_beat[0] = time.monotonic()
+        record_heartbeat(task.pk, task.attempt, details)
 
     def cancelled() -> bool:
         if not timed_out.is_set() and not attempt_is_current(task.pk, task.attempt):
@@ -215,8 +220,9 @@ def _attempt(
         run_id=str(task.run.run_id),
         activity_id=f"{task.run.run_id}:{task.step}",
         attempt=task.attempt,
-        on_heartbeat=lambda details: record_heartbeat(task.pk, task.attempt, details),
+        on_heartbeat=on_heartbeat,
         cancelled=cancelled,
+        heartbeat_details=task.heartbeat,
     )
     box: dict[str, Any] = {}
 
@@ -240,19 +246,28 @@ def _attempt(
     thread.start()
     ends = time.monotonic() + seconds
     every = max(float(beluga_settings.REDISPATCH_AFTER) / 3, 0.1)
+    renew_at = time.monotonic() + every
+    missed = False
     while True:
-        thread.join(min(every, max(ends - time.monotonic(), 0)))
-        if not thread.is_alive() or time.monotonic() >= ends:
+        now = time.monotonic()
+        wait = min(renew_at, ends) - now
+        if beat is not None:
+            wait = min(wait, last_beat[0] + beat - now)
+        thread.join(max(wait, 0))
+        now = time.monotonic()
+        if not thread.is_alive() or now >= ends:
             break
-        renew_lease(task.pk, task.attempt)
+        if beat is not None and now - last_beat[0] >= beat:
+            missed = True
+            break
+        if now >= renew_at:
+            renew_lease(task.pk, task.attempt)
+            renew_at = time.monotonic() + every
     if thread.is_alive():
         timed_out.set()
-        configured = ActivityOptions.from_json(task.options).timeout.total_seconds()
-        timeout = ActivityTimeoutError(
-            f"Attempt {task.attempt} of {task.name!r} did not finish within its "
-            f"{configured:g}s timeout."
-        )
-        return {"error": error_info(timeout)}
+        if missed:
+            return {"error": heartbeat_error(task, task.attempt)}
+        return {"error": deadline_error(task, task.attempt, "did not finish")}
     if "error" in box:
         return {"error": box["error"], "retryable": box.get("retryable", True)}
     return {"result": box.get("result")}

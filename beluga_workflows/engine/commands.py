@@ -26,7 +26,7 @@ from ..history import (
 )
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import Signal
-from . import dispatch, runs
+from . import dispatch, runs, timeouts
 from .store import Appender
 
 #: Events ``record`` appends that settle a future at once: the workflow reads them next round.
@@ -89,15 +89,17 @@ def _schedule_activity(
         attempt=1,
         data={"input": command.input, "options": options.to_json()},
     )
+    # The task's options also keep when a schedule-to-close timeout ends (see .timeouts).
+    task_options, deadline = timeouts.task_options(options, now)
     task = ActivityTask(
         run=run,
         step=command.step,
         name=command.name,
         reference=command.reference,
         input=command.input,
-        options=options.to_json(),
+        options=task_options,
         not_before=now,
-        deadline=now + options.timeout,
+        deadline=deadline,
         dispatched_at=now,
     )
     appender.add_task(task, _dispatch)
@@ -105,7 +107,8 @@ def _schedule_activity(
 
 def _dispatch(task: ActivityTask) -> None:
     """After commit: an attempt whose lock the step took runs in this thread (eager)."""
-    dispatch.activity(task.pk, 1, claimed=task if getattr(task, "locked", False) else None)
+    claimed = task if getattr(task, "locked", False) else None
+    dispatch.activity(task.pk, 1, claimed=claimed, queue=task.options.get("queue"))
 
 
 def _start_child(run: WorkflowRun, appender: Appender, command: StartChild) -> None:

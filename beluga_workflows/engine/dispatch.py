@@ -40,29 +40,44 @@ def advance(run_pk: int) -> None:
     transaction.on_commit(lambda: _send(ADVANCE_TASK, (run_pk,), queue, None))
 
 
+def activity_queue(name: str | None) -> str:
+    """The Celery queue of an activity whose ``ActivityOptions.queue`` is ``name``."""
+    return name or beluga_settings.ACTIVITY_QUEUE
+
+
 def activity(
-    task_pk: int, attempt: int, countdown: float | None = None, claimed: Any = None
+    task_pk: int,
+    attempt: int,
+    countdown: float | None = None,
+    claimed: Any = None,
+    queue: str | None = None,
 ) -> None:
     """After commit: run the attempt in this worker thread (``claimed``: its step already took
-    its lock), or send it to the broker."""
+    its lock) if this worker serves its ``queue`` (``ActivityOptions.queue``), or send it to
+    the broker, on that queue."""
+    celery_queue = activity_queue(queue)
 
     def send() -> None:
-        if not countdown and eager.take(task_pk, attempt, claimed):
+        if not countdown and eager.take(task_pk, attempt, claimed, celery_queue):
             return
-        send_activity(task_pk, attempt, claimed, countdown)
+        send_activity(task_pk, attempt, claimed, countdown, celery_queue)
 
     transaction.on_commit(send)
 
 
 def send_activity(
-    task_pk: int, attempt: int, claimed: Any = None, countdown: float | None = None
+    task_pk: int,
+    attempt: int,
+    claimed: Any = None,
+    countdown: float | None = None,
+    queue: str | None = None,
 ) -> None:
     if claimed is not None:  # claimed here but not run here: the broker's worker needs the lock
         try:
             locks.release(locks.key(task_pk))
         except Exception:  # the connection is gone, and the lock with it
             logger.warning("Could not release the lock of attempt %s", task_pk, exc_info=True)
-    _send(ACTIVITY_TASK, (task_pk, attempt), beluga_settings.ACTIVITY_QUEUE, countdown or None)
+    _send(ACTIVITY_TASK, (task_pk, attempt), activity_queue(queue), countdown or None)
 
 
 def queued(queue: str) -> int | None:

@@ -15,6 +15,8 @@ What stays on the broker:
 * all but one of the activities a step schedules at once (a fan-out), so other worker threads
   and processes run them in parallel;
 * retries (they wait for their back-off) and everything the sweeper or a web process sends;
+* an activity on a queue this worker does not consume (``with_activity_queue``, ``runworker
+  --queues``): it must run on the workers meant for it (a GPU, a rate-limited API);
 * work past a thread's budget (``EAGER_BUDGET`` seconds of chained steps): then the next
   attempt goes through the broker, so one long run cannot keep a worker thread to itself.
 """
@@ -26,8 +28,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+
+from ..conf import beluga_settings
 
 logger = logging.getLogger("beluga_workflows")
 
@@ -38,24 +42,40 @@ class _State(threading.local):
         self.began = 0.0
         self.budget = 0.0
         self.reserved = False
-        self.queue: deque[tuple[int, int, Any]] = deque()
+        self.queue: deque[tuple[int, int, Any, str | None]] = deque()
 
 
 _state = _State()
+#: The activity queues this process's worker consumes (:func:`serve`); None: not known (a
+#: Celery worker started by hand), then only the default activity queue runs eagerly.
+_served: frozenset[str] | None = None
+
+
+def serve(queues: Iterable[str] | None) -> None:
+    """Tell eager execution which Celery queues this process's worker consumes."""
+    global _served
+    _served = None if queues is None else frozenset(queues)
+
+
+def serves(queue: str) -> bool:
+    """Whether an attempt sent to ``queue`` would reach this worker anyway."""
+    if _served is not None:
+        return queue in _served
+    return queue == beluga_settings.ACTIVITY_QUEUE
 
 
 @contextlib.contextmanager
 def draining(
     run_attempt: Callable[[int, int, Any], None],
-    send: Callable[[int, int, Any], None],
+    send: Callable[..., None],
     budget: float,
 ) -> Iterator[None]:
     """Around a worker task: afterwards, run the attempts queued by its steps, one by one.
 
-    ``run_attempt(task_pk, attempt, claimed)`` runs one; ``send(task_pk, attempt, claimed)``
-    hands one to the broker (what is left when something goes wrong). ``claimed`` is the
-    attempt's task when the step that created it also took its advisory lock (see
-    :func:`reserve`), else None.
+    ``run_attempt(task_pk, attempt, claimed)`` runs one; ``send(task_pk, attempt, claimed,
+    queue=queue)`` hands one to the broker, on its queue (what is left when something goes
+    wrong). ``claimed`` is the attempt's task when the step that created it also took its
+    advisory lock (see :func:`reserve`), else None.
     """
     if _state.active or budget <= 0:
         yield
@@ -64,13 +84,14 @@ def draining(
     try:
         yield
         while _state.queue:
-            run_attempt(*_state.queue.popleft())
+            task_pk, attempt, claimed, _ = _state.queue.popleft()
+            run_attempt(task_pk, attempt, claimed)
     finally:
         _state.active = _state.reserved = False
         leftover = list(_state.queue)
         _state.queue.clear()
-        for item in leftover:
-            send(*item)
+        for task_pk, attempt, claimed, queue in leftover:
+            send(task_pk, attempt, claimed, queue=queue)
 
 
 def draining_now() -> bool:
@@ -98,12 +119,14 @@ def reserve() -> bool:
     return True
 
 
-def take(task_pk: int, attempt: int, claimed: Any = None) -> bool:
+def take(task_pk: int, attempt: int, claimed: Any = None, queue: str | None = None) -> bool:
     """Queue the attempt in this thread if it is draining, idle, and within budget (or if
-    this thread reserved it: ``claimed``)."""
+    this thread reserved it: ``claimed``), and this worker consumes its Celery ``queue``."""
     if claimed is not None:
         _state.reserved = False
     elif not _open():
         return False
-    _state.queue.append((task_pk, attempt, claimed))
+    if queue is not None and not serves(queue):
+        return False
+    _state.queue.append((task_pk, attempt, claimed, queue))
     return True

@@ -14,6 +14,7 @@ sweeper finds the child still marked ``notify_parent``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -22,7 +23,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import observability, registry
-from ..errors import WorkflowTimeoutError, error_to_json
+from ..errors import (
+    WorkflowCanceledError,
+    WorkflowTimeoutError,
+    error_to_json,
+)
 from ..history import (
     EventType,
     waiting_label,
@@ -31,7 +36,7 @@ from ..hooks import RunClosedInfo, StepInfo, StepResult
 from ..interpreter import Decision, RunInfo
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Status
-from . import commands, dispatch, runners, runs, sql
+from . import commands, dispatch, holds, runners, runs, sql, timeouts
 from .store import Appender, lock_run
 
 logger = logging.getLogger("beluga_workflows")
@@ -48,6 +53,8 @@ RUN_FIELDS = (
     "decided_through",
     "notify_parent",
     "closed_at",
+    "held",
+    "held_retry_at",
 )
 
 #: Decisions in a row within one transaction, when a step's own commands settle at once
@@ -110,6 +117,14 @@ def _decide(run: WorkflowRun, appender: Appender, history: sql.Prefetched | None
 
 def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> bool:
     """Record a decision; True when it settled something the workflow should see now."""
+    if decision.done and holds.should_hold(run, decision.error):
+        assert decision.error is not None
+        if not holds.cancel_requested(run, appender):
+            holds.hold(run, decision.error)  # a bug: record nothing this pass decided
+            return False
+        error = WorkflowCanceledError(run.workflow_id, "The held workflow was canceled.")
+        decision = dataclasses.replace(decision, commands=[], error=error)
+    holds.clear(run)
     now = timezone.now()
     first_new = len(appender.added)
     run.decided_through = decision.read_through
@@ -349,24 +364,38 @@ def finish_activity(
             return False
         appender = Appender(run)
         options = ActivityOptions.from_json(task.options)
+        failed = {"error": error}
         if retryable and _may_retry(options.retry, attempt, error):
             delay = options.retry.backoff(attempt)
             now = timezone.now()
-            appender.append(
-                EventType.ACTIVITY_ATTEMPT_FAILED,
-                step=task.step,
-                name=task.name,
-                attempt=attempt,
-                data={"error": error, "retry_in": delay.total_seconds()},
-            )
-            task.attempt = attempt + 1
-            task.not_before = now + delay
-            task.deadline = task.not_before + options.timeout
-            task.dispatched_at = now
-            task.save(update_fields=["attempt", "not_before", "deadline", "dispatched_at"])
-            appender.save(["last_sequence"])
-            dispatch.activity(task.pk, task.attempt, countdown=delay.total_seconds())
-            return True
+            close_by = timeouts.close_by(task)
+            if close_by is None or now + delay < close_by:
+                appender.append(
+                    EventType.ACTIVITY_ATTEMPT_FAILED,
+                    step=task.step,
+                    name=task.name,
+                    attempt=attempt,
+                    data={"error": error, "retry_in": delay.total_seconds()},
+                )
+                task.attempt = attempt + 1
+                task.not_before = now + delay
+                task.deadline = task.not_before + options.timeout
+                if close_by is not None:
+                    task.deadline = min(task.deadline, close_by)
+                task.dispatched_at = now
+                # The last heartbeat's details stay for the next attempt (heartbeat_details);
+                # its time goes, so the heartbeat timeout counts from that attempt's start.
+                task.heartbeat_at = None
+                fields = ["attempt", "not_before", "deadline", "dispatched_at", "heartbeat_at"]
+                task.save(update_fields=fields)
+                appender.save(["last_sequence"])
+                dispatch.activity(
+                    task.pk, task.attempt, countdown=delay.total_seconds(), queue=options.queue
+                )
+                return True
+            # No retry may start before the schedule-to-close timeout ends: it failed for good.
+            failed = {"error": timeouts.schedule_to_close_error(task, attempt, error)}
+            failed["last_error"] = error
         task.state = ActivityTask.State.FAILED
         task.save(update_fields=["state"])
         appender.append(
@@ -374,7 +403,7 @@ def finish_activity(
             step=task.step,
             name=task.name,
             attempt=attempt,
-            data={"error": error},
+            data=failed,
         )
         decide(run, appender)
         return True

@@ -2,9 +2,10 @@
 
 ``runworker`` calls :func:`sweep` every ``POLL_INTERVAL`` seconds. It fires due timers,
 notices activity attempts whose worker died (their advisory lock is free) and either times
-them out (past their deadline) or sends them again, re-advances runs whose workflow-step
-message was lost, and hands closed children's outcomes to parents that have not received
-them (the worker died between the two). It never relies on the broker redelivering anything.
+them out (past their deadline, or silent past their heartbeat timeout) or sends them again
+(on their own queue), re-advances runs whose workflow-step message was lost, and hands
+closed children's outcomes to parents that have not received them (the worker died between
+the two). It never relies on the broker redelivering anything.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from django.db.models import Q
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from ..conf import beluga_settings
-from ..errors import ActivityTimeoutError
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import Status
-from . import dispatch, steps
-from .activities import error_info
+from . import dispatch, holds, steps
 from .locks import advisory_lock
+from .timeouts import deadline_error, heartbeat_error, heartbeat_missed
 
 logger = logging.getLogger("beluga_workflows")
 BATCH = 200
@@ -58,7 +59,25 @@ def sweep(attempts: bool = True) -> int:
     """One pass; returns how many things it acted on. ``attempts=False`` leaves activity
     attempts alone (just after a database outage, while live workers take their leases back)."""
     recovered = recover_activities() if attempts else 0
-    return fire_due_timers() + recovered + recover_runs() + recover_child_outcomes()
+    return (
+        fire_due_timers()
+        + recovered
+        + recover_runs()
+        + recover_child_outcomes()
+        + retry_held_runs()
+    )
+
+
+#: Whether this process has swept yet: its first pass retries every held run at once, since
+#: a worker that starts is usually a new deploy, maybe with the fix (see engine/holds.py).
+_started = False
+
+
+def retry_held_runs() -> int:
+    global _started
+    retried = holds.retry_due(everything=not _started, batch=BATCH)
+    _started = True
+    return retried
 
 
 def fire_due_timers() -> int:
@@ -69,11 +88,21 @@ def fire_due_timers() -> int:
     return fired
 
 
+def _silent(now: datetime) -> RawSQL:
+    """Attempts started (or last heartbeating) longer ago than their heartbeat timeout."""
+    return RawSQL(
+        "(heartbeat_at IS NOT NULL AND heartbeat_at + "
+        "make_interval(secs => (options ->> 'heartbeat_timeout')::float8) <= %s)",
+        [now],
+        output_field=BooleanField(),
+    )
+
+
 def recover_activities() -> int:
     now = timezone.now()
     stale = now - timedelta(seconds=beluga_settings.REDISPATCH_AFTER)
     candidates = ActivityTask.objects.filter(state=ActivityTask.State.SCHEDULED).filter(
-        Q(deadline__lte=now) | Q(dispatched_at__lte=stale, not_before__lte=stale)
+        Q(deadline__lte=now) | Q(dispatched_at__lte=stale, not_before__lte=stale) | Q(_silent(now))
     )
     acted = 0
     for pk, attempt in candidates.values_list("pk", "attempt")[:BATCH]:
@@ -85,18 +114,20 @@ def recover_activities() -> int:
             ).first()
             if task is None:
                 continue
-            if task.deadline <= timezone.now():
-                error = ActivityTimeoutError(
-                    f"Attempt {attempt} of {task.name!r} did not finish before its deadline "
-                    "(its worker died or never picked it up)."
-                )
-                steps.finish_activity(pk, attempt, error=error_info(error))
-            elif backlog.may_wait(beluga_settings.ACTIVITY_QUEUE, task.dispatched_at, now):
+            queue = task.options.get("queue")
+            if heartbeat_missed(task, timezone.now()):
+                # Started, then silent: its worker died (a live one would hold the lock).
+                why = " (its worker died)"
+                steps.finish_activity(pk, attempt, error=heartbeat_error(task, attempt, why))
+            elif task.deadline <= timezone.now():
+                cause = "did not finish (its worker died or never picked it up)"
+                steps.finish_activity(pk, attempt, error=deadline_error(task, attempt, cause))
+            elif backlog.may_wait(dispatch.activity_queue(queue), task.dispatched_at, now):
                 continue  # its message may still be queued behind others
             else:
                 logger.info("Sending activity %s (attempt %s) again", task.name, attempt)
                 ActivityTask.objects.filter(pk=pk).update(dispatched_at=timezone.now())
-                dispatch.activity(pk, attempt)
+                dispatch.activity(pk, attempt, queue=queue)
             acted += 1
     return acted
 

@@ -96,6 +96,11 @@ class DurableExecutor(abc.ABC):
     @abc.abstractmethod
     def cancel(self, workflow_id: str, sender: str | None = None) -> None: ...
 
+    def retry(self, workflow_id: str) -> None:
+        """Let a run held for a fix (``ON_WORKFLOW_ERROR = "hold"``) run its code again now,
+        on whatever code the workers have; ``WorkflowNotHeldError`` if it is not held."""
+        raise NotImplementedError(f"The {self.name!r} executor cannot retry held runs.")
+
     @abc.abstractmethod
     def get_handle(self, workflow_id: str) -> WorkflowHandle: ...
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import observability, registry
 from ..conf import default_timeout
-from ..engine import notify, runs
+from ..engine import holds, notify, runs
 from ..engine.store import latest_run, load_history
 from ..errors import (
     ResultTimeoutError,
@@ -92,6 +92,9 @@ class DefaultExecutor(DurableExecutor):
 
     def cancel(self, workflow_id: str, sender: str | None = None) -> None:
         runs.cancel(workflow_id, sender)
+
+    def retry(self, workflow_id: str) -> None:
+        holds.retry(workflow_id)
 
     def query(self, workflow_id: str, query_type: str) -> Any:
         run = latest_run(workflow_id)

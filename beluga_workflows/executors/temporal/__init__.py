@@ -10,6 +10,9 @@ Select it with ``BELUGA_WORKFLOWS["EXECUTOR"] = "temporal"`` or
 * :mod:`.translate` — a Temporal history read back as our events and run state;
 * :mod:`.mirror` — keeps the Django models (admin, REST, CLI) in step with Temporal;
 * :mod:`.store` — ``TemporalWorkflowStore``, runs listed through Temporal visibility;
+* :mod:`.visibility` / :mod:`.interactions` — the ``BelugaWaitingFor`` search attribute; the
+  signals, queries and details Temporal's tools show;
+* :mod:`.payloads` — the data converter (codec) from the settings, and history decoding;
 * :mod:`.convert` — the conventions all of them share; :mod:`.client` — sync calls.
 """
 

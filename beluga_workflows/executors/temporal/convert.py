@@ -7,11 +7,15 @@ agree:
 * the Temporal workflow *type* is the beluga workflow name (public name or ``module:qualname``),
   its single argument the run's input, its execution timeout the run's timeout, and its memo
   holds the function's import reference under :data:`REFERENCE_MEMO`;
-* an activity's Temporal *type* is its ``module:qualname`` reference and its activity id the
-  step number; its one argument is ``{"name", "input", "options"}``;
+* an activity's Temporal *type* is its stable name (``@workflow.activity(name=...)``, else the
+  function's name), its one argument the activity's input, its activity id ``<step>-<name>``,
+  and its :data:`ACTIVITY_HEADER` carries what only we need. Activities scheduled by earlier
+  versions (type ``module:qualname``, id the step, one argument ``{"name", "input",
+  "options"}``) still read back and run;
 * a signal is sent with two arguments, the payload and ``{"sender": ...}`` (one, the payload,
   is accepted too: that is what ``temporal workflow signal --input`` sends);
-* the signal wait in progress is published in the memo under :data:`WAIT_MEMO`; timers carry
+* the signal wait in progress is published in the memo under :data:`WAIT_MEMO` and, for runs
+  started with it, in the ``BelugaWaitingFor`` search attribute (:mod:`.visibility`); timers carry
   a summary ``step N: sleep`` or ``step N: timeout of signal 'x'`` so history can be read back;
 * a failed run ends with a Temporal ``ApplicationError`` whose type is the beluga error class
   name and whose first detail is :func:`~beluga_workflows.interpreter.error_to_json`.
@@ -44,9 +48,16 @@ WAIT_MEMO = "beluga_wait"
 #: Memo key of a child workflow: the parent's step that started it.
 PARENT_STEP_MEMO = "beluga_parent_step"
 
+#: Memo key of the runs we start whose activities are named (``"named"``): a run with a
+#: :data:`REFERENCE_MEMO` but not this one was started by an earlier version, and its
+#: activities keep their earlier form (see :func:`legacy_activity`) so its history replays.
+ACTIVITIES_MEMO = "beluga_activities"
+ACTIVITIES_NAMED = "named"
+
 _TIMER_SUMMARY = re.compile(r"^step (\d+): (sleep|timer|timeout of signal|timeout)")
 _NONDETERMINISM = re.compile(r"(?:\[TMPRL1100\] )?Nondeterminism error", re.IGNORECASE)
 _ACTIVITY_MISMATCH = re.compile(r"scheduled event '([^']*)' does not match .* command '([^']*)'")
+_STEP_ID = re.compile(r"(\d+)-(.+)")
 
 STATUS_FROM_TEMPORAL = {
     WorkflowExecutionStatus.RUNNING: Status.RUNNING,
@@ -110,6 +121,30 @@ def parse_timer_summary(summary: str | None) -> tuple[int, str] | None:
 
 # Activities ------------------------------------------------------------------------------
 
+#: The Temporal header of each activity we schedule: ``{"reference", "step", "options"}`` —
+#: where the function is (for the worker) and the step's options as our history records them.
+ACTIVITY_HEADER = "beluga-activity"
+
+
+def activity_id(step: int, name: str) -> str:
+    """``3-research_activity``: readable in Temporal's UI, unique in the run (the step is)."""
+    return f"{step}-{name}"
+
+
+def activity_step(activity_id: str) -> int | None:
+    """The step of an activity id we gave (``3-research_activity``, or ``3`` before)."""
+    head = activity_id.partition("-")[0]
+    return int(head) if head.isdigit() else None
+
+
+def legacy_activity(activity_type: str, args: list[Any]) -> dict[str, Any] | None:
+    """The ``{"name", "input", "options"}`` argument of an activity scheduled by an earlier
+    version (its type an import reference), else None."""
+    spec = args[0] if len(args) == 1 else None
+    if ":" in activity_type and isinstance(spec, dict) and {"input", "options"} <= set(spec):
+        return spec
+    return None
+
 
 def retry_policy(options: ActivityOptions) -> temporalio.common.RetryPolicy:
     """Our RetryPolicy as Temporal's. Temporal has no jitter and wants max >= initial."""
@@ -136,10 +171,7 @@ def activity_failure(
             attempt = int(detail.get("attempt") or 0)
         error = {"type": cause.type or "Error", "message": cause.message}
     elif isinstance(cause, temporalio.exceptions.TimeoutError):
-        error = {
-            "type": "ActivityTimeoutError",
-            "message": f"{name!r} ran past its {options.timeout.total_seconds():g}s timeout.",
-        }
+        error = {"type": "ActivityTimeoutError", "message": _timeout_message(name, cause, options)}
     elif cause is not None:
         error = {"type": type(cause).__name__, "message": getattr(cause, "message", str(cause))}
     else:
@@ -148,6 +180,21 @@ def activity_failure(
         exhausted = err.retry_state == temporalio.exceptions.RetryState.MAXIMUM_ATTEMPTS_REACHED
         attempt = options.retry.max_attempts if exhausted else 1
     return attempt, error
+
+
+def _timeout_message(
+    name: str, cause: temporalio.exceptions.TimeoutError, options: ActivityOptions
+) -> str:
+    kind = cause.type
+    if kind == temporalio.exceptions.TimeoutType.HEARTBEAT and options.heartbeat_timeout:
+        limit = options.heartbeat_timeout.total_seconds()
+        return f"{name!r} sent no heartbeat for {limit:g}s (its heartbeat timeout)."
+    if kind == temporalio.exceptions.TimeoutType.SCHEDULE_TO_CLOSE and (
+        options.schedule_to_close_timeout
+    ):
+        limit = options.schedule_to_close_timeout.total_seconds()
+        return f"{name!r} did not finish within its {limit:g}s schedule-to-close timeout."
+    return f"{name!r} ran past its {options.timeout.total_seconds():g}s timeout."
 
 
 # Child workflows -------------------------------------------------------------------------
@@ -217,6 +264,11 @@ def _nondeterminism(message: str) -> NonDeterminismError:
     recorded) as the error class the default engine raises."""
     match = _ACTIVITY_MISMATCH.search(message)
     if match:
+        # Activity ids are `<step>-<name>` (older runs: activity types `module:qualname`).
+        ids = [_STEP_ID.fullmatch(m) for m in match.groups()]
+        if all(ids):
+            (step, recorded), (_, now) = (i.groups() for i in ids)  # type: ignore[union-attr]
+            return NonDeterminismError(int(step), f"activity {recorded!r}", f"activity {now!r}")
         recorded, now = (f"activity {display_name(m)!r}" for m in match.groups())
         return NonDeterminismError(-1, recorded, now)
     detail = _NONDETERMINISM.split(message, maxsplit=1)[-1].strip(" :") or message

@@ -32,6 +32,7 @@ from ...errors import (
     WorkflowClosedError,
     WorkflowError,
     WorkflowNotFoundError,
+    WorkflowNotHeldError,
 )
 from ...history import HistoryEvent
 from ...options import Config, Signal, Status, WorkflowOptions, to_timedelta
@@ -39,7 +40,7 @@ from ...serialization import ensure_json, ensure_size
 from ...state import WorkflowState
 from ..base import DurableExecutor, WorkflowHandle, raise_for_outcome
 from . import client as temporal_client
-from . import convert
+from . import convert, holds, payloads, visibility
 from .translate import RunRecord, Tail, translate
 
 logger = logging.getLogger("beluga_workflows")
@@ -67,8 +68,11 @@ class TemporalExecutor(DurableExecutor):
     ``Config(extra={...})`` keys, each defaulting to ``BELUGA_WORKFLOWS["TEMPORAL"]``: ``host``,
     ``namespace``, ``task_queue``, and optionally ``tls`` (True, or a
     ``temporalio.service.TLSConfig``) and ``api_key`` (``TLS``/``API_KEY`` in the settings, for
-    Temporal Cloud). Also ``client`` (a connected ``temporalio.client.Client``, used as is),
-    ``mirror`` (keep the Django models in step, default True) and ``query_timeout`` (seconds a
+    Temporal Cloud), ``data_converter`` and ``payload_codec`` (``DATA_CONVERTER`` and
+    ``PAYLOAD_CODEC``: objects or dotted paths, see :mod:`.payloads`). Also ``client`` (a
+    connected ``temporalio.client.Client``, used as is, its data converter included),
+    ``mirror`` (keep the Django models in step, default True), ``mirror_payloads``
+    (``MIRROR_PAYLOADS``: copy values too, default True) and ``query_timeout`` (seconds a
     custom query waits for a worker, default 10).
     """
 
@@ -80,7 +84,8 @@ class TemporalExecutor(DurableExecutor):
         needed = {"host", "namespace", "task_queue"} - set(extra)
         if self._client is not None:
             needed -= {"host", "namespace"}
-        settings = _settings() if needed else {}
+        # Settings fill what ``extra`` lacks; without Django settings, ``extra`` must say it all.
+        settings = _settings() if needed else _settings(required=False)
         self.host: str = extra.get("host") or (
             self._client.service_client.config.target_host if self._client else settings["HOST"]
         )
@@ -88,9 +93,25 @@ class TemporalExecutor(DurableExecutor):
             self._client.namespace if self._client else settings["NAMESPACE"]
         )
         self.task_queue: str = extra.get("task_queue") or settings["TASK_QUEUE"]
-        self.tls: Any = extra.get("tls", settings.get("TLS", False))
-        self.api_key: str | None = extra.get("api_key", settings.get("API_KEY"))
+        # The connection's own settings only with its address from the settings too.
+        connection = settings if needed else {}
+        self.tls: Any = extra.get("tls", connection.get("TLS", False))
+        self.api_key: str | None = extra.get("api_key", connection.get("API_KEY"))
+        converter = extra.get("data_converter", settings.get("DATA_CONVERTER"))
+        codec = extra.get("payload_codec", settings.get("PAYLOAD_CODEC"))
+        #: Tells shared connections apart: the same settings share one, whatever the objects.
+        self._converter_key = tuple(
+            v if v is None or isinstance(v, str) else id(v) for v in (converter, codec)
+        )
+        if self._client is not None:
+            self.data_converter = self._client.data_converter
+        else:
+            self.data_converter = payloads.data_converter(converter, codec)
         self.mirror: bool = bool(extra.get("mirror", True))
+        #: False: mirrored rows hold no values (input, result, payloads): see mirror.py.
+        self.mirror_payloads = bool(
+            extra.get("mirror_payloads", settings.get("MIRROR_PAYLOADS", True))
+        )
         self.query_timeout = float(extra.get("query_timeout", 10.0))
 
     # -- plumbing --------------------------------------------------------------------------
@@ -99,7 +120,11 @@ class TemporalExecutor(DurableExecutor):
         if self._client is not None:
             return self._client
         return await Client.connect(
-            self.host, namespace=self.namespace, tls=self.tls, api_key=self.api_key
+            self.host,
+            namespace=self.namespace,
+            tls=self.tls,
+            api_key=self.api_key,
+            data_converter=self.data_converter,
         )
 
     async def client(self) -> Client:
@@ -107,7 +132,8 @@ class TemporalExecutor(DurableExecutor):
         if self._client is not None:
             return self._client
         return await temporal_client.shared(
-            (self.host, self.namespace, repr(self.tls), self.api_key), self.connect
+            (self.host, self.namespace, repr(self.tls), self.api_key, self._converter_key),
+            self.connect,
         )
 
     def call(self, fn: Callable[[Client], Any], timeout: float | None = None) -> Any:
@@ -143,9 +169,13 @@ class TemporalExecutor(DurableExecutor):
             from ...conf import default_timeout
 
             timeout = default_timeout()
-        memo: dict[str, Any] = {convert.REFERENCE_MEMO: reference}
+        memo: dict[str, Any] = {
+            convert.REFERENCE_MEMO: reference,
+            convert.ACTIVITIES_MEMO: convert.ACTIVITIES_NAMED,
+        }
 
         async def start(client: Client) -> str:
+            declared = await visibility.declared(client)
             handle = await client.start_workflow(
                 name,
                 options.input,
@@ -155,6 +185,7 @@ class TemporalExecutor(DurableExecutor):
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 memo=memo,
+                search_attributes=visibility.at_start() if declared else None,
             )
             return handle.result_run_id or handle.first_execution_run_id or ""
 
@@ -224,6 +255,21 @@ class TemporalExecutor(DurableExecutor):
             if _not_found(exc):
                 raise self._missing_or_closed(workflow_id, "cancel") from exc
             raise
+        self.refresh_mirror(workflow_id)
+
+    def retry(self, workflow_id: str) -> None:
+        """Ask again for a held run's workflow task: a no-op signal (ignored by the workflow).
+        Temporal keeps its own schedule of attempts (docs/errors.md, "Retry now on Temporal")."""
+        state = self.fetch_record(workflow_id).state
+        if state.status is not Status.RUNNING:
+            raise WorkflowClosedError(workflow_id, state.status.value, "retry")
+        if not state.held:
+            raise WorkflowNotHeldError(workflow_id, state.status.value)
+
+        async def nudge(client: Client) -> None:
+            await client.get_workflow_handle(workflow_id).signal(holds.RETRY_SIGNAL)
+
+        self.call(nudge)
         self.refresh_mirror(workflow_id)
 
     # -- reading ---------------------------------------------------------------------------
@@ -321,11 +367,18 @@ class TemporalExecutor(DurableExecutor):
 
     def describe(self, workflow_id: str) -> WorkflowState:
         """The run as Temporal has it; ``no_worker`` when it is running and no live worker
-        (by the heartbeats in our database) polls its task queue."""
+        (by the heartbeats in our database) polls its task queue, or the task queue of an
+        activity it waits on."""
         record = self.fetch_record(workflow_id)
         state = record.state
-        if state.status is Status.RUNNING and not heartbeats.serves_task_queue(record.task_queue):
+        queues = (record.task_queue, *record.activity_queues)  # and its activities' queues
+        if state.status is Status.RUNNING and not all(map(heartbeats.serves_task_queue, queues)):
             state = dataclasses.replace(state, no_worker=True)
+        if state.held:  # the history keeps a streak's first failures only: Temporal counts on
+            raw = self._describe(workflow_id, state.run_id).raw_description
+            if raw.HasField("pending_workflow_task"):
+                failed = max(state.held["attempts"], raw.pending_workflow_task.attempt - 1)
+                state = dataclasses.replace(state, held={**state.held, "attempts": failed})
         return state
 
     def history(self, workflow_id: str) -> list[HistoryEvent]:
@@ -354,6 +407,7 @@ async def read_tail(client: Client, workflow_id: str, tail: Tail, length: int) -
         response = await client.workflow_service.get_workflow_execution_history(
             request, retry=True, timeout=timedelta(seconds=10)
         )
+        await payloads.decode_events(response.history.events, client.data_converter)
         events += response.history.events
         tail.token = response.next_page_token
         if not response.history.events or not tail.token:
@@ -367,10 +421,15 @@ async def read_record(client: Client, workflow_id: str, run_id: str | None) -> R
         run_id = (await handle.describe()).run_id
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
     events = [event async for event in handle.fetch_history_events()]
+    await payloads.decode_events(events, client.data_converter)
     return translate(workflow_id, run_id or "", events, client.data_converter)
 
 
-def _settings() -> dict[str, str]:
+def _settings(required: bool = True) -> dict[str, Any]:
+    from django.conf import settings
+
     from ...conf import beluga_settings
 
+    if not required and not settings.configured:
+        return {}
     return dict(beluga_settings.TEMPORAL)

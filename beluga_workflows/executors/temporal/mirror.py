@@ -22,6 +22,13 @@ Who calls it:
   as its children (a finished run without a row may be one deleted on purpose), so a run
   started outside beluga that finishes within one poll interval is not listed.
 
+What it stores is decoded: with a payload codec (``BELUGA_WORKFLOWS["TEMPORAL"]
+["PAYLOAD_CODEC"]``, encryption) Temporal holds encoded payloads only, and the rows hold the
+values the codec decoded — inputs, results, errors, signal payloads — as readable in the
+project's database as the built-in engine's rows (``docs/temporal.md``, "What the mirror
+stores"). With ``MIRROR_PAYLOADS`` off the rows hold no values (:func:`write`); without the
+mirror (``mirror=False``, ``runworker --no-mirror``) nothing is copied.
+
 Writes are idempotent and monotonic: events are numbered by the translation (a pure fold, so a
 longer history never renumbers older events) and inserted with ``ignore_conflicts``; a copy
 older than what is stored is ignored. Mirrored runs carry ``{"temporal": {...}}`` in their
@@ -31,6 +38,7 @@ older than what is stored is ignored. Mirrored runs carry ``{"temporal": {...}}`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -60,12 +68,20 @@ def _mirrored(queryset: Any) -> Any:
     return queryset.filter(events__sequence=1, events__data__has_key="temporal")
 
 
-def write(record: RunRecord, create_closed: bool = True) -> None:
+#: The keys of event data that hold the run's values (not copied with ``values=False``).
+VALUE_KEYS = ("input", "result", "payload")
+
+
+def write(record: RunRecord, create_closed: bool = True, values: bool = True) -> None:
     """Store ``record`` (a run as Temporal has it now) unless a newer copy is stored.
 
     With ``create_closed=False`` a finished run gets no row if it has none yet: it may be one
-    just deleted on purpose (``forget``), which Temporal still shows for a while.
+    just deleted on purpose (``forget``), which Temporal still shows for a while. With
+    ``values=False`` (``MIRROR_PAYLOADS``) the rows hold no input, result or payload: None
+    instead, and ``"values": false`` in the run's first event says why.
     """
+    if not values:
+        record = _without_values(record)
     state = record.state
     fields = {
         "workflow_id": state.workflow_id,
@@ -78,6 +94,7 @@ def write(record: RunRecord, create_closed: bool = True) -> None:
         "waiting_for": state.waiting_for,
         "waiting_since": state.waiting_since,
         "waiting_deadline": state.waiting_deadline,
+        "held": state.held,
         "timeout_seconds": record.timeout_seconds,
         "closed_at": record.closed_at,
         "last_sequence": len(record.events),
@@ -125,6 +142,18 @@ def write(record: RunRecord, create_closed: bool = True) -> None:
                 raise
 
 
+def _without_values(record: RunRecord) -> RunRecord:
+    events = []
+    for event in record.events:
+        data: dict[str, Any] = {k: None if k in VALUE_KEYS else v for k, v in event.data.items()}
+        temporal = data.get("temporal")
+        if isinstance(temporal, dict):
+            data["temporal"] = {**temporal, "values": False}
+        events.append(dataclasses.replace(event, data=data))
+    state = dataclasses.replace(record.state, input=None, result=None)
+    return dataclasses.replace(record, state=state, events=events)
+
+
 def sync(
     executor: TemporalExecutor,
     workflow_id: str,
@@ -151,7 +180,7 @@ def sync(
     try:
         if record.state.status is Status.RUNNING:
             _close_stale(executor, workflow_id, record.state.run_id)
-        write(record, create_closed)
+        write(record, create_closed, executor.mirror_payloads)
     except Exception:
         if tails is not None and run_id is not None:
             tails.drop(workflow_id, run_id)  # read again next time: it was not stored
@@ -261,7 +290,9 @@ def _close_stale(executor: TemporalExecutor, workflow_id: str, run_id: str) -> N
             )
             continue
         try:
-            write(executor.fetch_record(workflow_id, str(row.run_id)))
+            write(
+                executor.fetch_record(workflow_id, str(row.run_id)), True, executor.mirror_payloads
+            )
         except WorkflowNotFoundError:
             row.delete()  # gone from Temporal (retention): so is its copy
 

@@ -23,7 +23,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError as TemporalAlready
 from ...errors import WorkflowAlreadyStartedError, WorkflowClosedError, error_to_json
 from ...history import EventType, HistoryEvent, ScheduleActivity, SignalChild, StartChild
 from ...options import ParentClosePolicy
-from . import convert
+from . import convert, visibility
 
 
 class Operations:
@@ -32,6 +32,11 @@ class Operations:
     ops: dict[int, asyncio.Task[None]]
     op_kinds: dict[int, str]
     children: dict[int, Any]  # step -> started ChildWorkflowHandle
+    publishes: bool  # the run publishes its wait as a search attribute
+    #: The header of each activity about to be scheduled, by activity id (the worker's
+    #: interceptor takes it from here: ``workflow.execute_activity`` has no headers).
+    activity_headers: dict[str, dict[str, Any]]
+    legacy: bool | None = None
 
     def append(
         self,
@@ -63,14 +68,7 @@ class Operations:
     async def activity(self, command: ScheduleActivity) -> None:
         options = command.options
         try:
-            result = await workflow.execute_activity(
-                command.reference,
-                {"name": command.name, "input": command.input, "options": options.to_json()},
-                activity_id=str(command.step),
-                start_to_close_timeout=options.timeout,
-                retry_policy=convert.retry_policy(options),
-                summary=command.name,
-            )
+            result = await self.execute_activity(command)
         except asyncio.CancelledError:
             return  # the step is over for the workflow (canceled): its outcome no longer counts
         except ActivityError as err:
@@ -91,6 +89,45 @@ class Operations:
             name=command.name,
             data={"result": result},
         )
+
+    def execute_activity(self, command: ScheduleActivity) -> Any:
+        """Temporal's activity, as the plain SDK would schedule it: its type the activity's
+        name, its one argument the input. Where the function is, for our worker, and the
+        step's options as our history records them travel in a header (see
+        :data:`~.convert.ACTIVITY_HEADER`, set by the worker's interceptor)."""
+        options = command.options
+        step, name = command.step, command.name
+        if self.legacy_activities():  # a run an earlier version started: as it scheduled them
+            spec = {"name": name, "input": command.input, "options": options.to_json()}
+            kind, arg, activity_id, summary = command.reference, spec, str(step), name
+        else:
+            activity_id = convert.activity_id(step, name)
+            kind, arg, summary = name, command.input, None
+            self.activity_headers[activity_id] = {
+                "reference": command.reference,
+                "step": step,
+                "options": options.to_json(),
+            }
+        return workflow.execute_activity(
+            kind,
+            arg,
+            activity_id=activity_id,
+            task_queue=options.queue,  # None: the run's own task queue
+            start_to_close_timeout=options.timeout,
+            heartbeat_timeout=options.heartbeat_timeout,
+            schedule_to_close_timeout=options.schedule_to_close_timeout,
+            retry_policy=convert.retry_policy(options),
+            summary=summary,
+        )
+
+    def legacy_activities(self) -> bool:
+        """Whether an earlier version started this run (see :data:`~.convert.ACTIVITIES_MEMO`)."""
+        if self.legacy is None:
+            self.legacy = (
+                workflow.memo_value(convert.REFERENCE_MEMO, None) is not None
+                and workflow.memo_value(convert.ACTIVITIES_MEMO, None) is None
+            )
+        return self.legacy
 
     async def timer(self, step: int, duration: timedelta, summary: str, kind: str) -> None:
         try:
@@ -115,8 +152,14 @@ class Operations:
                 task_queue=workflow.info().task_queue,
                 execution_timeout=command.timeout,
                 parent_close_policy=policy,
-                memo={convert.REFERENCE_MEMO: command.reference, convert.PARENT_STEP_MEMO: step},
+                memo={
+                    convert.REFERENCE_MEMO: command.reference,
+                    convert.PARENT_STEP_MEMO: step,
+                    convert.ACTIVITIES_MEMO: convert.ACTIVITIES_NAMED,
+                },
                 static_summary=convert.child_summary(step),
+                # A child publishes its wait as its parent does (see visibility.py).
+                search_attributes=visibility.at_start() if self.publishes else None,
             )
         except TemporalAlreadyStarted:
             self.done(step)

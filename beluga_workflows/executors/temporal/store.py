@@ -1,9 +1,13 @@
 """``TemporalWorkflowStore``: the ``WorkflowStore`` interface over Temporal itself.
 
 ``list`` is a Temporal visibility query on the executor's task queue (newest first), so it
-sees every run Temporal has, including ones started with the Temporal CLI. Visibility holds
-summaries: listed states carry ids, workflow, status, times and a signal wait in progress
-(from the memo), but not input, result or error — ``load`` reads the full run from history.
+sees every run Temporal has, including ones started with the Temporal CLI, and filters there:
+``status`` on Temporal's ``ExecutionStatus``, ``workflow`` on the workflow type and
+``waiting_for`` (a wait involving a signal, ``signal:approval``) on the ``BelugaWaitingFor``
+search attribute (:mod:`.visibility`). Visibility holds summaries: listed states carry ids,
+workflow, status, times and a signal wait in progress (the search attribute, or the memo of
+a run that does not publish it), but not input, result or error — ``load`` reads the full
+run from history.
 ``save`` is refused, always, with a :class:`~beluga_workflows.errors.WorkflowError` saying why:
 a Temporal run's status, result and error are what its Temporal history says, and only the
 run appends to that history (its workflow code, or Temporal itself on a timeout or a
@@ -24,7 +28,7 @@ from ...errors import WorkflowError, WorkflowNotFoundError
 from ...options import Config, Status
 from ...state import WorkflowState
 from ...stores import WorkflowStore
-from . import convert
+from . import convert, visibility
 from .executor import TemporalExecutor
 
 
@@ -46,11 +50,23 @@ class TemporalWorkflowStore(WorkflowStore):
         return self.executor.describe(workflow_id)
 
     def list(
-        self, status: Status | str | None = None, limit: int | None = None
+        self,
+        status: Status | str | None = None,
+        limit: int | None = None,
+        *,
+        workflow: str | None = None,
+        waiting_for: str | None = None,
     ) -> list[WorkflowState]:
+        """Newest first. ``waiting_for`` lists running runs only, and only those that publish
+        the search attribute (started while the namespace declared it)."""
         query = f"TaskQueue = {convert.literal(self.executor.task_queue)}"
         if status is not None:
             query += f" AND {convert.STATUS_TO_QUERY[Status(status)]}"
+        if workflow is not None:
+            query += f" AND WorkflowType = {convert.literal(workflow)}"
+        if waiting_for is not None:
+            query += f" AND {convert.STATUS_TO_QUERY[Status.RUNNING]}"
+            query += f" AND {visibility.WAITING_FOR.name} = {convert.literal(waiting_for)}"
 
         async def fetch(client: Client) -> list[WorkflowState]:
             return [
@@ -97,12 +113,16 @@ class TemporalWorkflowStore(WorkflowStore):
 
 
 async def _state(execution: WorkflowExecution) -> WorkflowState:
-    memo: dict[str, Any] = dict(await execution.memo())
-    wait = memo.get(convert.WAIT_MEMO)
     status = convert.status_from_temporal(execution.status)
-    waiting = wait.get("waiting") if isinstance(wait, dict) else None
-    if not isinstance(waiting, dict) or status is not Status.RUNNING:
-        waiting = None
+    label = execution.typed_search_attributes.get(visibility.WAITING_FOR)
+    if label is not None:  # a run that publishes its wait: no memo to decode
+        waiting = {"for": label} if label and status is Status.RUNNING else None
+    else:
+        memo: dict[str, Any] = dict(await execution.memo())
+        wait = memo.get(convert.WAIT_MEMO)
+        waiting = wait.get("waiting") if isinstance(wait, dict) else None
+        if not isinstance(waiting, dict) or status is not Status.RUNNING:
+            waiting = None
     return WorkflowState(
         workflow_id=execution.id,
         run_id=execution.run_id,

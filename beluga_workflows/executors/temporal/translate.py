@@ -8,12 +8,13 @@ lets the mirror append only what is new. It relies on the conventions in :mod:`.
 Temporal event                             beluga event
 ========================================  ==========================================
 WorkflowExecutionStarted                   WorkflowStarted (input, timeout)
-ActivityTaskScheduled (id = step)          ActivityScheduled (step, name, input, options)
+ActivityTaskScheduled (type = name)        ActivityScheduled (step, name, input, options)
 ActivityTaskCompleted                      ActivityCompleted (result, attempt)
 ActivityTaskFailed / TimedOut              ActivityFailed (error, attempt)
 TimerStarted ("step N: sleep")             TimerStarted
 TimerFired                                 TimerFired (sleep or signal_timeout)
 WorkflowPropertiesModified (wait memo)     SignalWaitStarted
+UpsertWorkflowSearchAttributes             (what the run waits for: its state)
 WorkflowExecutionSignaled                  SignalReceived (payload, sender)
 WorkflowExecutionCancelRequested           CancelRequested
 WorkflowExecution{Completed,Failed,...}    Workflow{Completed,Failed,Canceled,TimedOut}
@@ -31,7 +32,7 @@ from typing import Any
 
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.history.v1 import HistoryEvent as TemporalEvent
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, decode_typed_search_attributes
 
 from ...errors import (
     NonDeterminismError,
@@ -42,7 +43,8 @@ from ...history import EventType, HistoryEvent, Wait, describe, waiting_label
 from ...options import Status
 from ...registry import display_name
 from ...state import WorkflowState
-from . import convert
+from . import convert, visibility
+from .holds import RETRY_SIGNAL, HeldFold
 from .translate_children import CompositionFold
 
 
@@ -60,13 +62,15 @@ class RunRecord:
     parent: tuple[str, str] | None = None
     parent_step: int | None = None
     continued_from: str | None = None
+    #: The task queues of the activities in flight sent elsewhere (``with_activity_queue``).
+    activity_queues: tuple[str, ...] = ()
 
 
 def _time(event: TemporalEvent) -> datetime:
     return event.event_time.ToDatetime(tzinfo=UTC)
 
 
-class _Reader(CompositionFold):
+class _Reader(CompositionFold, HeldFold):
     def __init__(self, workflow_id: str, run_id: str, converter: DataConverter) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -87,9 +91,13 @@ class _Reader(CompositionFold):
         self.activities: dict[int, tuple[int, str]] = {}  # scheduled event id -> step, name
         self.attempts: dict[int, int] = {}  # scheduled event id -> attempt that started
         self.open_activities: dict[int, datetime] = {}
+        self.activity_queues: dict[int, str] = {}  # scheduled event id -> another task queue
         self.timers: dict[str, tuple[int, str]] = {}  # timer id -> step, kind
         self.open_sleeps: dict[str, tuple[int, str, datetime, datetime]] = {}
         self.wait: dict[str, Any] | None = None
+        #: A run that publishes its wait as a search attribute: the label, and since when.
+        self.publishes = False
+        self.label: tuple[str, datetime] | None = None
         self.parent: tuple[str, str] | None = None
         self.parent_step: int | None = None
         self.continued_from: str | None = None
@@ -136,6 +144,7 @@ class _Reader(CompositionFold):
         if a.HasField("workflow_execution_timeout") and a.workflow_execution_timeout.ToTimedelta():
             self.timeout = a.workflow_execution_timeout.ToTimedelta().total_seconds()
         self.created_at = at
+        self.publishes = visibility.WAITING_FOR.name in a.search_attributes.indexed_fields
         if convert.REFERENCE_MEMO in a.memo.fields:
             self.reference = str(self.value(a.memo.fields[convert.REFERENCE_MEMO]) or "")
         if convert.PARENT_STEP_MEMO in a.memo.fields:
@@ -160,12 +169,22 @@ class _Reader(CompositionFold):
 
     def on_activity_task_scheduled_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
         args = self.values(a.input)
-        spec = args[0] if args and isinstance(args[0], dict) else {}
-        step = int(a.activity_id) if a.activity_id.isdigit() else None
-        name = spec.get("name") or display_name(a.activity_type.name)
+        header = a.header.fields.get(convert.ACTIVITY_HEADER)
+        spec = self.value(header) if header is not None else None
+        legacy = convert.legacy_activity(a.activity_type.name, args) if spec is None else None
+        if legacy is not None:  # scheduled by an earlier version
+            name = legacy.get("name") or display_name(a.activity_type.name)
+            data = {"input": legacy.get("input"), "options": legacy.get("options")}
+        else:  # the activity's name, its input, our options in the header
+            spec = spec if isinstance(spec, dict) else {}
+            name = a.activity_type.name
+            data = {"input": args[0] if args else None, "options": spec.get("options")}
+        step = spec.get("step") if isinstance(spec, dict) else None
+        step = step if isinstance(step, int) else convert.activity_step(a.activity_id)
         self.activities[event.event_id] = (step if step is not None else -1, name)
         self.open_activities[event.event_id] = at
-        data = {"input": spec.get("input"), "options": spec.get("options")}
+        if a.task_queue.name and a.task_queue.name != self.task_queue:
+            self.activity_queues[event.event_id] = a.task_queue.name
         self.add(EventType.ACTIVITY_SCHEDULED, at, step=step, name=name, attempt=1, data=data)
 
     def on_activity_task_started_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
@@ -261,9 +280,18 @@ class _Reader(CompositionFold):
         waiting = memo.get("waiting")
         self.wait = waiting if isinstance(waiting, dict) else None
 
+    def on_upsert_workflow_search_attributes_event_attributes(
+        self, event: Any, a: Any, at: datetime
+    ) -> None:
+        if visibility.WAITING_FOR.name in a.search_attributes.indexed_fields:
+            attributes = decode_typed_search_attributes(a.search_attributes)
+            self.label = (attributes.get(visibility.WAITING_FOR) or "", at)
+
     def on_workflow_execution_signaled_event_attributes(
         self, event: Any, a: Any, at: datetime
     ) -> None:
+        if a.signal_name == RETRY_SIGNAL:
+            return  # executor.retry's nudge, not a signal to the workflow
         args = self.values(a.input)
         meta = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
         sender = meta.get("sender") if meta else (a.identity or None)
@@ -276,7 +304,7 @@ class _Reader(CompositionFold):
         self.add(EventType.CANCEL_REQUESTED, at, data={"sender": a.cause or a.identity or None})
 
     def _close(self, status: Status, at: datetime) -> None:
-        self.status, self.closed_at, self.wait = status, at, None
+        self.status, self.closed_at, self.wait, self.label = status, at, None, None
         self.open_activities.clear()
         self.open_sleeps.clear()
         self.open_children.clear()
@@ -346,13 +374,21 @@ class _Reader(CompositionFold):
     def waiting(self) -> tuple[str, datetime | None, datetime | None]:
         """What the run is blocked on, labelled as the built-in engine labels it.
 
-        A wait involving signals is what the workflow published in its memo; otherwise the
-        run waits on its open children, activities and timers.
+        A wait involving signals is what the workflow published — in its search attribute,
+        with since and deadline from its memo when they are about the same wait, or in its
+        memo alone; otherwise the run waits on its open children, activities and timers.
         """
-        if self.wait:
-            since, deadline = self.wait.get("since"), self.wait.get("deadline")
+        wait = self.wait
+        if self.publishes and self.label is not None:
+            label, at = self.label
+            if not label:
+                wait = None
+            elif not wait or wait.get("for") != label:
+                return label, at, None
+        if wait:
+            since, deadline = wait.get("since"), wait.get("deadline")
             return (
-                self.wait.get("for", ""),
+                wait.get("for", ""),
                 datetime.fromisoformat(since) if since else None,
                 datetime.fromisoformat(deadline) if deadline else None,
             )
@@ -388,6 +424,9 @@ class _Reader(CompositionFold):
             children=tuple(self.children[step] for step in sorted(self.children)),
             continued_from=self.continued_from,
             continued_as=self.continued_as,
+            held={**self.held, "next_retry": None}
+            if self.held and self.status is Status.RUNNING
+            else None,
         )
         return RunRecord(
             state,
@@ -399,6 +438,7 @@ class _Reader(CompositionFold):
             self.parent,
             self.parent_step,
             self.continued_from,
+            tuple(sorted({self.activity_queues.get(i, "") for i in self.open_activities} - {""})),
         )
 
 

@@ -6,26 +6,35 @@ beluga workflow) and :func:`.activity.beluga_activity` (every activity, in a thr
 announces the worker on its task queue (:mod:`beluga_workflows.heartbeats`) and, with
 ``RETENTION`` set, the pruning of old mirror rows (:mod:`beluga_workflows.retention`). It prints
 ``runworker ready`` once Temporal lists it among the task queue's pollers, and shuts down
-cleanly on SIGTERM/SIGINT (in-flight activities get a grace period to finish).
+cleanly on SIGTERM/SIGINT (in-flight activities get a grace period to finish). ``--queues``
+chooses the task queues: ``default`` is the configured one, any other name gets a Temporal
+worker of its own for the activities sent there (``with_activity_queue``), and a worker
+without ``default`` runs no workflows.
 
-Workflow code runs in Temporal's sandbox with every module passed through: the registry of
-workflow names and the modules that define them are the worker's own, imported once (Django
-apps' ``workflows.py`` are imported at startup). With everything passed through, the sandbox
-refuses some I/O (``open()``) but not the clock or ``random``: workflow code must use
-``ctx.now()`` and ``ctx.random()`` itself (docs/temporal.md).
+Workflow code runs in Temporal's sandbox (:func:`sandbox_restrictions`). Our package, Django,
+the installed apps, the declared ``TEMPORAL["PASSTHROUGH_MODULES"]`` and the workflow modules
+themselves are passed through: the registry of workflow names and the modules that define
+them are the worker's own, imported once. Workflow code in them runs under the determinism
+guard (:mod:`beluga_workflows.determinism`), exactly as on the built-in engine: the wall clock,
+``random``, I/O, threads and the ORM raise ``DeterminismViolationError``. Modules workflow code
+first imports while it runs are imported anew by the sandbox and restricted by it; what it
+refuses there is reported as the same error (docs/determinism.md).
 
 A non-determinism Temporal detects on replay (the code now schedules another activity than
-the history recorded) fails the run, as the built-in engine does, instead of retrying its
-workflow task forever.
+the history recorded) fails the run, as the built-in engine does, unless ``ON_WORKFLOW_ERROR``
+is ``"hold"``: then its workflow task fails and Temporal retries it until fixed code gets
+through (docs/errors.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +58,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from temporalio.workflow import NondeterminismError
 
 from ... import heartbeats, observability, retention
-from .activity import TRACES, beluga_activity
+from ...options import DEFAULT_QUEUE
+from . import visibility
+from .activity import TRACES, beluga_activity, carried_spec
+from .convert import ACTIVITY_HEADER
 from .mirror import MirrorLoop
 from .workflow import BelugaWorkflow
 
@@ -69,9 +81,13 @@ TRACE_HEADER = "beluga-trace"
 
 
 class TraceCarrier(Interceptor):
-    """Hands a run's trace context (its memo) to each of its activity attempts, in a header:
-    the attempt's span is then a child of the span that started the run. Installed only when
-    the worker starts with tracing on."""
+    """Hands each activity attempt, in headers, what its workflow knows and the activity
+    function does not take: where the function is (:data:`.convert.ACTIVITY_HEADER`, which
+    ``workflow.execute_activity`` cannot set) and, with tracing on, the run's trace context
+    (its memo), so the attempt's span is a child of the span that started the run."""
+
+    #: Whether the worker started with tracing on.
+    tracing = False
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
@@ -89,7 +105,12 @@ class _CarryingWorkflow(WorkflowInboundInterceptor):
 
 class _CarryingOutbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput) -> Any:
-        trace = workflow.memo_value(observability.TRACE_MEMO, None)
+        headers = getattr(workflow.instance(), "activity_headers", {})
+        spec = headers.pop(input.activity_id or "", None)
+        if spec is not None:
+            header = workflow.payload_converter().to_payload(spec)
+            input.headers = {**input.headers, ACTIVITY_HEADER: header}
+        trace = TraceCarrier.tracing and workflow.memo_value(observability.TRACE_MEMO, None)
         if trace:
             header = workflow.payload_converter().to_payload(trace)
             input.headers = {**input.headers, TRACE_HEADER: header}
@@ -98,23 +119,82 @@ class _CarryingOutbound(WorkflowOutboundInterceptor):
 
 class _CarriedActivity(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        header = input.headers.get(TRACE_HEADER)
-        if header is None:
-            return await super().execute_activity(input)
-        token = activity.info().task_token  # the attempt's thread finds it by its token
-        TRACES[token] = activity.payload_converter().from_payload(header)
-        try:
-            return await super().execute_activity(input)
-        finally:
-            TRACES.pop(token, None)
+        with carried_spec(input.headers):
+            header = input.headers.get(TRACE_HEADER)
+            if header is None:
+                return await super().execute_activity(input)
+            token = activity.info().task_token  # the attempt's thread finds it by its token
+            TRACES[token] = activity.payload_converter().from_payload(header)
+            try:
+                return await super().execute_activity(input)
+            finally:
+                TRACES.pop(token, None)
 
 
 def _interceptors() -> list[Interceptor]:
     # The first look at what observes imports the hooks now, outside the sandbox.
-    return [TraceCarrier()] if observability.enabled() and observability.tracing() else []
+    TraceCarrier.tracing = observability.enabled() and observability.tracing()
+    return [TraceCarrier()]
 
 
-def build_worker(client: Client, task_queue: str, concurrency: int, pool: Any) -> Worker:
+def _failing_exceptions() -> list[type[BaseException]]:
+    """Under ``ON_WORKFLOW_ERROR = "fail"`` a non-determinism Temporal detects fails the run;
+    under ``"hold"`` it fails the workflow task, which Temporal retries until fixed code gets
+    through it (per-workflow ``on_error`` cannot reach Temporal's own detection)."""
+    from ...conf import beluga_settings
+    from . import holds
+
+    holds.ON_ERROR = beluga_settings.ON_WORKFLOW_ERROR
+    return [] if beluga_settings.ON_WORKFLOW_ERROR == "hold" else [NondeterminismError]
+
+
+#: Passed through Temporal's sandbox besides its own list (the standard library, temporalio):
+#: our package (the registry of workflow names must be the worker's own), greenlet (a run's
+#: continuation), OpenTelemetry (the worker's tracer), Django and every installed app (Django
+#: registers an app's models once per process; a copy imported in a sandbox would clash).
+PASSTHROUGH = ("beluga_workflows", "greenlet", "opentelemetry", "django")
+
+
+def sandbox_restrictions() -> SandboxRestrictions:
+    """Temporal's default restrictions, passing through only :data:`PASSTHROUGH`, the
+    installed apps and ``TEMPORAL["PASSTHROUGH_MODULES"]``; the workflow modules themselves are
+    imported passed through (``BelugaWorkflow.function``). Workflow code in them runs under
+    the determinism guard, as on the built-in engine (docs/determinism.md); the sandbox
+    restricts what it imports anew: modules first imported by workflow code as it runs."""
+    from django.apps import apps
+
+    from ... import determinism
+    from ...conf import beluga_settings
+
+    determinism.install()  # here, outside the sandbox: it wraps the real modules
+    declared = beluga_settings.TEMPORAL.get("PASSTHROUGH_MODULES") or ()
+    installed = {config.name.partition(".")[0] for config in apps.get_app_configs()}
+    default = SandboxRestrictions.default
+    members = default.invalid_module_members
+    builtins = members.children["__builtins__"]
+    # open() is the guard's to refuse, with the error the built-in engine gives.
+    builtins = dataclasses.replace(builtins, use=builtins.use - {"open"})
+    members = dataclasses.replace(members, children={**members.children, "__builtins__": builtins})
+    return dataclasses.replace(default, invalid_module_members=members).with_passthrough_modules(
+        *PASSTHROUGH, *sorted(installed), *declared
+    )
+
+
+def build_worker(
+    client: Client, task_queue: str, concurrency: int, pool: Any, workflows: bool = True
+) -> Worker:
+    if not workflows:  # a task queue of activities only (`runworker --queues gpu`)
+        return Worker(
+            client,
+            task_queue=task_queue,
+            activities=[beluga_activity],
+            activity_executor=pool,
+            max_concurrent_activities=concurrency,
+            interceptors=_interceptors(),
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        )
     # Workflow tasks run on one thread: each run keeps its live continuation (a greenlet,
     # which only the thread that made it can resume) from one workflow task to the next.
     workflow_thread = concurrent.futures.ThreadPoolExecutor(
@@ -128,10 +208,8 @@ def build_worker(client: Client, task_queue: str, concurrency: int, pool: Any) -
         activities=[beluga_activity],
         activity_executor=pool,
         max_concurrent_activities=concurrency,
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-        ),
-        workflow_failure_exception_types=[NondeterminismError],
+        workflow_runner=SandboxedWorkflowRunner(restrictions=sandbox_restrictions()),
+        workflow_failure_exception_types=_failing_exceptions(),
         interceptors=_interceptors(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # Cancellation reaches a running activity in a heartbeat's answer: heartbeat often
@@ -148,11 +226,16 @@ class TemporalWorker:
         concurrency: int = 4,
         loglevel: str = "INFO",
         mirror: bool = True,
+        queues: Sequence[str] | None = None,
         **ignored: Any,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.executor = executor
+        #: The task queues polled: workflows and activities on the executor's own (``default``
+        #: in ``--queues``), activities only on the others (``with_activity_queue``).
+        named = [executor.task_queue if q == DEFAULT_QUEUE else q for q in queues or ()]
+        self.queues = list(dict.fromkeys(named)) or [executor.task_queue]
         self.concurrency = concurrency
         self.loglevel = loglevel
         self.mirror = mirror and executor.mirror
@@ -167,7 +250,7 @@ class TemporalWorker:
             mirror.start()
         info = heartbeats.WorkerInfo(
             executor=self.executor.name,
-            queues=(self.executor.task_queue,),
+            queues=tuple(self.queues),
             concurrency=self.concurrency,
             pool="threads",
         )
@@ -182,25 +265,33 @@ class TemporalWorker:
     async def _main(self) -> None:
         executor = self.executor
         client = await _connect(executor)
-        pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.concurrency, thread_name_prefix="beluga-activity"
-        )
-        worker = build_worker(client, executor.task_queue, self.concurrency, pool)
+        await visibility.declared(client, create=True)  # runs started from now on publish
+        pools, workers = [], []
+        for queue in self.queues:  # --concurrency activity threads for each task queue
+            pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="beluga-activity"
+            )
+            main = queue == executor.task_queue
+            pools.append(pool)
+            workers.append(build_worker(client, queue, self.concurrency, pool, workflows=main))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        running = asyncio.create_task(worker.run())
+        running: asyncio.Future[Any] = asyncio.gather(*(worker.run() for worker in workers))
         try:
-            await _wait_polling(client, executor.namespace, executor.task_queue, running)
+            for queue in self.queues:
+                main = queue == executor.task_queue
+                await _wait_polling(client, executor.namespace, queue, running, workflows=main)
             print("runworker ready", flush=True)
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
         finally:
             if not running.done():
-                await worker.shutdown()
-            pool.shutdown(wait=False, cancel_futures=True)
+                await asyncio.gather(*(worker.shutdown() for worker in workers))
+            for pool in pools:
+                pool.shutdown(wait=False, cancel_futures=True)
         running.result()  # a worker that died on its own is an error exit
 
 
@@ -218,11 +309,17 @@ async def _connect(executor: TemporalExecutor) -> Client:
 
 
 async def _wait_polling(
-    client: Client, namespace: str, task_queue: str, running: asyncio.Task[Any]
+    client: Client,
+    namespace: str,
+    task_queue: str,
+    running: asyncio.Future[Any],
+    workflows: bool = True,
 ) -> None:
-    """Return once Temporal lists this worker polling both kinds of tasks on the queue."""
+    """Return once Temporal lists this worker polling the queue's kinds of tasks."""
     deadline = time.monotonic() + 60
-    kinds = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+    kinds: tuple[Any, ...] = (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,)
+    if workflows:
+        kinds = (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, *kinds)
     while True:
         if running.done():
             running.result()

@@ -10,10 +10,11 @@ interpreter exactly like the built-in engine does, in Temporal's async, determin
    parked there, in Temporal's sticky cache, for the next workflow task (a worker that lost
    it — an eviction, another worker — replays the history into a fresh one);
 3. turn each new command into Temporal's own primitive — an activity, a timer, a child
-   workflow, a signal to a child, or (for a signal wait) a memo entry plus a timer for its
-   timeout — started as its own task that appends the outcome event when it resolves, so
-   Temporal runs and shows parallel steps in parallel; ``ctx.patched`` is Temporal's
-   ``workflow.patched`` and ``ctx.continue_as_new`` Temporal's continue-as-new;
+   workflow, a signal to a child, or (for a signal wait) a memo entry, the search attribute
+   and a timer for its timeout — started as its own task that appends the outcome event
+   when it resolves, so Temporal runs and shows parallel steps in parallel; ``ctx.patched``
+   is Temporal's ``workflow.patched`` and ``ctx.continue_as_new`` Temporal's
+   continue-as-new;
 4. wait until any event is appended (an outcome, a signal from the dynamic signal handler, a
    cancel request) and go to 2.
 
@@ -25,8 +26,8 @@ cancel, and the loop goes on so the function can catch ``WorkflowCanceledError``
 The function itself runs in a few milliseconds per pass and never blocks, so Temporal's
 deadlock detector stays quiet.
 
-This module runs inside Temporal's sandbox (with every module passed through, since the
-registry of workflow names must be the worker's own): it must not touch Django.
+This module runs inside Temporal's sandbox (passed through, since the registry of workflow
+names must be the worker's own; see ``worker.sandbox_restrictions``): it must not touch Django.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from temporalio.exceptions import ApplicationError
 
 from ... import observability, registry
 from ...continuation import GreenletContinuation
-from ...errors import UntrustedReferenceError, error_to_json
+from ...errors import UntrustedReferenceError, error_to_json, is_bug
 from ...history import (
     Command,
     EventType,
@@ -60,7 +61,8 @@ from ...hooks import RunClosedInfo, StepInfo, StepResult
 from ...interpreter import Decision, RunInfo
 from ...options import ParentClosePolicy, Status
 from ...replay import Replayer
-from . import changes, convert
+from . import changes, convert, holds, visibility
+from .interactions import Interactions
 from .operations import Operations
 
 #: The sandbox's switch (``workflow.unsafe.sandbox_unrestricted`` turns it on): a step hook
@@ -83,6 +85,18 @@ def _sandboxed() -> Iterator[None]:
         _SANDBOX.value = lifted
 
 
+def _pass_through(reference: str) -> None:
+    """Import the module of a ``module:function`` reference passed through: the worker's own
+    module, imported once. The registry imports with ``importlib``, which the sandbox does not
+    pass through: it would run the module anew inside this run's sandbox, with restricted
+    copies of ``time`` and ``datetime``, and register that copy's functions. Only the
+    project's own modules are imported (the registry refuses the rest, importing nothing)."""
+    module, colon, _ = reference.partition(":")
+    if colon and registry._project_module(module):
+        with contextlib.suppress(ImportError):  # the registry reports it
+            __import__(module)
+
+
 def _decode(args: Sequence[RawValue], index: int) -> Any:
     if len(args) <= index:
         return None
@@ -101,8 +115,13 @@ class BelugaWorkflow(Operations):
         self.ops: dict[int, asyncio.Task[None]] = {}
         self.op_kinds: dict[int, str] = {}
         self.children: dict[int, Any] = {}  # step -> started ChildWorkflowHandle
+        self.activity_headers: dict[str, dict[str, Any]] = {}
         self.child_policies: dict[int, ParentClosePolicy] = {}
         self.published_wait: dict[str, Any] | None = None
+        #: Whether the run publishes its wait as a search attribute (decided at its start).
+        self.publishes = visibility.published(info.typed_search_attributes)
+        self.published_label = ""
+        self.interactions = Interactions(self.received, lambda name: self.query(name, ()))
         self.wait_deadlines: dict[int, str] = {}  # signal wait step -> its deadline
         self.cancel_recorded = False
         self.horizon: int | None = None
@@ -134,6 +153,8 @@ class BelugaWorkflow(Operations):
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
         while True:
             decision = self.step(fn)
+            if decision.done and self.is_held(decision.error):
+                raise holds.held_for_fix(decision.error)  # type: ignore[arg-type]
             self.settle(decision)
             if self.live is not None:
                 self.live.note(self.events[self.live.seen :])  # the commands' events
@@ -187,9 +208,13 @@ class BelugaWorkflow(Operations):
     # -- signals, cancel and queries -------------------------------------------------------
     @workflow.signal(dynamic=True)
     def signal(self, name: str, args: Sequence[RawValue]) -> None:
-        meta = _decode(args, 1)
+        if name == holds.RETRY_SIGNAL:
+            return  # only there to make Temporal try a held run's workflow task again now
+        self.received(name, _decode(args, 0), _decode(args, 1))
+
+    def received(self, name: str, payload: Any, meta: Any) -> None:
+        """A signal, from the dynamic handler or a declared one (see :mod:`.interactions`)."""
         sender = meta.get("sender") if isinstance(meta, dict) else None
-        payload = _decode(args, 0)
         if isinstance(meta, dict) and meta.get(observability.TRACE_KEY):  # a traced caller
             if not workflow.unsafe.is_replaying():  # the next step links to the signal's span
                 self.signal_traces.append(meta[observability.TRACE_KEY])
@@ -239,7 +264,14 @@ class BelugaWorkflow(Operations):
         # Importing the workflow's module is deployment, not workflow logic: it may touch the
         # file system or Django at import time, which the sandbox refuses at run time.
         with workflow.unsafe.sandbox_unrestricted(), workflow.unsafe.imports_passed_through():
-            return registry.resolve(self.run_info.workflow_name, reference)
+            _pass_through(reference or self.run_info.workflow_name)
+            return registry.resolve_workflow(self.run_info.workflow_name, reference)
+
+    def is_held(self, error: BaseException | None) -> bool:
+        """Whether a failure of the code holds the run: a bug, under ``hold`` (docs/errors.md)."""
+        if error is None or not is_bug(error):
+            return False
+        return (registry.on_error(self.run_info.workflow_name) or holds.ON_ERROR) == "hold"
 
     def patched(self, change_id: str, deprecated: bool) -> bool:
         """``ctx.patched`` is Temporal's own: its marker is in Temporal's history."""
@@ -265,9 +297,12 @@ class BelugaWorkflow(Operations):
                     self.append(EventType.TIMER_CANCELED, step=step, name="timer")
         started = [self.issue(command) for command in decision.commands]
         self.publish_wait([wait for wait in started if wait], decision)
+        queries = self.live.machine.query_handlers if self.live is not None else ()
+        self.interactions.declare([w["signal"] for w in started if w], queries)
 
     def publish_wait(self, started: list[dict[str, Any]], decision: Decision) -> None:
-        """Signal waits have no Temporal event: the memo records them for the mirror."""
+        """Signal waits have no Temporal event: the memo records them for the mirror, and the
+        ``BelugaWaitingFor`` search attribute what the run waits for (:mod:`.visibility`)."""
         for wait in started:
             if wait["deadline"]:
                 self.wait_deadlines[wait["step"]] = wait["deadline"]
@@ -287,7 +322,19 @@ class BelugaWorkflow(Operations):
                     "since": workflow.now().isoformat(),
                     "deadline": min(deadlines) if deadlines else None,
                 }
-        if started or waiting != self.published_wait:
+        self.interactions.describe_wait(waiting)
+        if self.publishes:
+            # The wait is the search attribute (one upsert per change); the memo records the
+            # waits started, for the history read back (see visibility.py).
+            if started:
+                memo = {"started": started, "waiting": waiting}
+                workflow.upsert_memo({convert.WAIT_MEMO: memo})
+            label = waiting["for"] if waiting else ""
+            if label != self.published_label:
+                workflow.upsert_search_attributes([visibility.WAITING_FOR.value_set(label)])
+                self.published_label = label
+            self.published_wait = waiting
+        elif started or waiting != self.published_wait:
             workflow.upsert_memo({convert.WAIT_MEMO: {"started": started, "waiting": waiting}})
             self.published_wait = waiting
 
@@ -386,9 +433,12 @@ class BelugaWorkflow(Operations):
 
     def finish(self, decision: Decision) -> Any:
         self.report_close(decision)
-        if self.published_wait is not None:
+        if self.published_label:  # a run that ends while waiting waits no more
+            workflow.upsert_search_attributes([visibility.WAITING_FOR.value_set("")])
+            self.published_label = ""
+        elif self.published_wait is not None and not self.publishes:
             workflow.upsert_memo({convert.WAIT_MEMO: {"started": [], "waiting": None}})
-            self.published_wait = None
+        self.published_wait = None
         self.note_change()
         if decision.continue_as_new is not None:
             self.status = Status.CONTINUED_AS_NEW

@@ -33,6 +33,7 @@ from ...errors import (
     WorkflowError,
     WorkflowNameError,
     WorkflowNotFoundError,
+    WorkflowNotHeldError,
 )
 from ...executors import get_executor
 from ...models import WorkflowRun
@@ -55,7 +56,8 @@ exit codes:
   2  usage: bad arguments, invalid JSON, unknown workflow name, unknown --user,
      a bad duration (<int><s|m|h|d>, e.g. 30d) or --status
   3  not found: no run with this workflow id
-  4  conflict: the id is already running (start), or the run has finished (signal, cancel)
+  4  conflict: the id is already running (start), the run has finished (signal, cancel),
+     or it is not held for a fix (retry)
   5  permission denied (--user lacks the permission)
 
 examples:
@@ -71,6 +73,7 @@ OPERATIONS = {
     "start": Operation.START,
     "signal": Operation.SIGNAL,
     "cancel": Operation.CANCEL,
+    "retry": Operation.SIGNAL,  # like a signal, it only makes the run take its step again
 }
 
 
@@ -177,6 +180,10 @@ class Command(BaseCommand):
 
         for name, text in [
             ("cancel", "Cancel the running run of an id."),
+            (
+                "retry",
+                "Run the code of a run held for a fix again now (ON_WORKFLOW_ERROR = 'hold').",
+            ),
             ("describe", "Show a run: status, input, result or error, what it waits for."),
             ("history", "Show a run's event history, oldest first."),
         ]:
@@ -190,6 +197,9 @@ class Command(BaseCommand):
         )
         runs.add_argument(
             "--approvals", action="store_true", help="Only running runs waiting for any signal."
+        )
+        runs.add_argument(
+            "--held", action="store_true", help="Only running runs held for a fix (see retry)."
         )
         runs.add_argument(
             "--parent", help="Only the child workflows of the run(s) with this workflow id."
@@ -259,7 +269,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=EXIT_CONFLICT) from exc
         except WorkflowNotFoundError as exc:
             raise CommandError(str(exc), returncode=EXIT_NOT_FOUND) from exc
-        except WorkflowAlreadyStartedError as exc:
+        except (WorkflowAlreadyStartedError, WorkflowNotHeldError) as exc:
             raise CommandError(str(exc), returncode=EXIT_CONFLICT) from exc
         except (WorkflowNameError, InvalidPayloadError, ValueError, TypeError) as exc:
             raise CommandError(str(exc), returncode=EXIT_USAGE) from exc
@@ -324,6 +334,17 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Asked {options['id']!r} to cancel (as {self.sender}).")
 
+    def do_retry(self, options: dict[str, Any]) -> None:
+        executor = get_executor()
+        executor.retry(options["id"])
+        if self.as_json:
+            self._state(executor.describe(options["id"]))
+        else:
+            self.stdout.write(
+                f"Asked {options['id']!r} to run its code again; it stays held until a "
+                "worker's code gets through."
+            )
+
     def do_query(self, options: dict[str, Any]) -> None:
         result = get_executor().query(options["id"], options["query_type"])
         if self.as_json:
@@ -363,6 +384,8 @@ class Command(BaseCommand):
             runs = runs.filter(status=Status.RUNNING.value, waiting_for__startswith="signal:")
         if options["parent"]:
             runs = runs.filter(parent__workflow_id=options["parent"])
+        if options["held"]:
+            runs = runs.filter(status=Status.RUNNING.value, held__isnull=False)
         if options["limit"] < 1:
             raise ValueError("--limit must be at least 1.")
         states = run_states(list(runs[: options["limit"]]))
@@ -373,8 +396,9 @@ class Command(BaseCommand):
         self.stdout.write(header)
         for s in states:
             created = f"{s.created_at:%Y-%m-%d %H:%M:%S}" if s.created_at else ""
+            status = f"{s.status.value} (held)" if s.held else s.status.value
             self.stdout.write(
-                f"{s.workflow_id:<36} {s.workflow:<20} {s.status.value:<16} "
+                f"{s.workflow_id:<36} {s.workflow:<20} {status:<16} "
                 f"{s.waiting_for or '-':<24} {created}"
             )
 
@@ -501,6 +525,15 @@ class Command(BaseCommand):
         for key in ("input", "result", "error"):
             if key == "input" or data[key] is not None:
                 self.stdout.write(f"{key + ':':<18}{json.dumps(data[key], ensure_ascii=False)}")
+        held = data["held"]
+        if held:
+            error = held.get("error") or {}
+            self.stdout.write(
+                f"{'held:':<18}since {held.get('since')}, {held.get('attempts')} failed "
+                f"attempt(s): {error.get('type')}: {error.get('message')} "
+                f"(fix the code, then `manage.py workflow retry {state.workflow_id}`)"
+            )
+            self.stdout.write(str(held.get("traceback") or ""))
         for child in state.children:
             self.stdout.write(
                 f"{'child:':<18}{child['id']} ({child.get('workflow', '')}, "
