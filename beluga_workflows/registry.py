@@ -15,7 +15,7 @@ import inspect
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ _lock = threading.Lock()
 _by_name: dict[str, Callable[..., Any]] = {}
 _approval_signals: dict[str, str] = {}
 _on_error: dict[str, str] = {}
+_declared: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 _ATTR = "__beluga_workflow_name__"
 
 #: The signal the admin's Approve / Reject buttons send (``true`` / ``false``) unless a workflow
@@ -44,15 +45,20 @@ def defn(
     name: str | None = None,
     approval_signal: str = DEFAULT_APPROVAL_SIGNAL,
     on_error: str | None = None,
+    signals: Sequence[str] = (),
+    queries: Sequence[str] = (),
 ) -> Any:
     """Register a workflow function under a public name (default: the function's name).
 
     ``approval_signal`` names the signal the workflow waits on for a human decision: the
     admin shows Approve / Reject for a run waiting on it, and sends it ``true`` / ``false``.
     ``on_error`` (``"fail"`` or ``"hold"``) overrides ``ON_WORKFLOW_ERROR`` for this workflow.
+    ``signals`` and ``queries`` declare the names the workflow answers, so Temporal's tools
+    (``temporal workflow metadata``, the UI) list them from the run's start.
     """
     if not isinstance(approval_signal, str) or not approval_signal.strip():
         raise ValueError(f"approval_signal must be a signal name, not {approval_signal!r}.")
+    declared = (_names(signals, "signals"), _names(queries, "queries"))
     if on_error is not None and on_error not in ON_ERROR_CHOICES:
         raise ValueError(
             f"on_error must be 'fail' or 'hold' (or None for ON_WORKFLOW_ERROR), not {on_error!r}."
@@ -75,10 +81,26 @@ def defn(
                 _on_error.pop(public, None)
             else:
                 _on_error[public] = on_error
+            _declared[public] = declared
         setattr(f, _ATTR, public)
         return f
 
     return register(fn) if fn is not None else register
+
+
+def _names(names: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(names, str) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ValueError(f"{what} must be a list of names, not {names!r}.")
+    return tuple(names)
+
+
+def declared(workflow: str) -> tuple[list[str], list[str]]:
+    """The signal and query names the workflow with this public name declared (its own
+    approval signal among the signals)."""
+    with _lock:
+        signals, queries = _declared.get(workflow, ((), ()))
+        approval = _approval_signals.get(workflow)
+    return [*signals, *([approval] if approval and approval not in signals else [])], [*queries]
 
 
 def reference(fn: Callable[..., Any]) -> str:

@@ -251,3 +251,16 @@ def test_non_json_activity_input_is_refused_at_the_call():
     decision = run(bad, History().events)
     assert isinstance(decision.error, workflow.InvalidPayloadError)
     assert "$.when" in str(decision.error)
+
+
+def test_defn_declares_signals_and_queries_and_refuses_bad_ones() -> None:
+    from beluga_workflows import registry
+    from tests import workflows_conformance  # noqa: F401 - registers conf_queries
+
+    assert registry.declared("conf_queries") == (["finish", "extend"], ["progress"])
+    assert registry.declared("not-registered") == ([], [])
+    with pytest.raises(ValueError, match="signals must be a list of names"):
+        workflow.defn(name="bad_declares", signals="nudge")
+    with pytest.raises(ValueError, match="queries must be a list of names"):
+        workflow.defn(name="bad_declares", queries=[""])
+    assert "bad_declares" not in registry.public_names()

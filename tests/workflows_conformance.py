@@ -174,7 +174,7 @@ def sleep(ctx: workflow.WorkflowContext, seconds: float) -> float:
     return (ctx.now() - before).total_seconds()
 
 
-@workflow.defn(name="conf_queries")
+@workflow.defn(name="conf_queries", signals=["finish", "extend"], queries=["progress"])
 def queries(ctx: workflow.WorkflowContext, _: Any) -> dict[str, Any]:
     state: dict[str, Any] = {"stage": "started", "random": ctx.random(), "uuid": str(ctx.uuid4())}
     ctx.set_query_handler("progress", lambda: dict(state))

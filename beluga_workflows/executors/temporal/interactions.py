@@ -6,7 +6,9 @@ metadata`` (the ``__temporal_workflow_metadata`` query, also what the UI shows) 
 none. Names are declared as the run learns them, as named handlers beside the dynamic ones
 (which still take everything else):
 
-* the built-in queries ``status``, ``result`` and ``history``, from the first step on;
+* the built-in queries ``status``, ``result`` and ``history``, and the signals and queries
+  ``@workflow.defn(signals=..., queries=...)`` declared (with its own approval signal), from
+  the start;
 * every query handler the workflow code set (``ctx.set_query_handler``), after the step
   that set it;
 * every signal the run waits for (``ctx.wait_for_signal``, ``receive_signal``,

@@ -151,6 +151,8 @@ class BelugaWorkflow(Operations):
             fn = self.function()
         except UntrustedReferenceError as exc:
             raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+        # What @workflow.defn declared is in Temporal's metadata from the start.
+        self.interactions.declare(*registry.declared(self.run_info.workflow_name))
         while True:
             decision = self.step(fn)
             if decision.done and self.is_held(decision.error):
