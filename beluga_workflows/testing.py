@@ -292,6 +292,8 @@ class WorkflowEnvironment(DurableExecutor):
             attempt,
             on_heartbeat=lambda details: setattr(task, "heartbeat", details),
             cancelled=lambda: not task.open or task.attempt != attempt,
+            # The last heartbeat of an earlier attempt, as on both executors.
+            heartbeat_details=task.heartbeat if attempt > 1 else None,
         )
         result, error, retryable = None, None, True
         began = time.monotonic()

@@ -84,6 +84,16 @@ def flaky(ctx: workflow.ActivityContext, failures: int) -> int:
     return ctx.attempt
 
 
+def resumable(ctx: workflow.ActivityContext, total: int) -> dict[str, Any]:
+    """Heartbeats its progress; the first attempt dies at 3, the next resumes from there."""
+    done = ctx.heartbeat_details or 0
+    for item in range(done, total):
+        if ctx.attempt == 1 and item == 3:
+            raise ConnectionError("lost the connection at item 3")
+        ctx.heartbeat(item + 1)
+    return {"attempt": ctx.attempt, "resumed_from": ctx.heartbeat_details}
+
+
 def forbidden(ctx: workflow.ActivityContext, _: Any) -> None:
     raise PermissionError("no")
 
@@ -145,6 +155,10 @@ def retrying(ctx: workflow.WorkflowContext, failures: int) -> int:
     return ctx.execute_activity(flaky, failures, workflow.with_activity_retry(
         workflow.RetryPolicy(max_attempts=4, initial_interval=timedelta(minutes=1),
                             max_interval=timedelta(hours=1))))  # fmt: skip
+
+
+def resuming(ctx: workflow.WorkflowContext, total: int) -> Any:
+    return ctx.execute_activity(resumable, total)
 
 
 def refusing(ctx: workflow.WorkflowContext, _: Any) -> None:
@@ -350,6 +364,13 @@ def test_retries_wait_for_their_backoff_on_the_clock(env):
     assert 48 <= failed[0].data["retry_in"] <= 72  # 1 minute ± 20%
     waited = sum(e.data["retry_in"] for e in failed)
     assert env.now() - start == timedelta(seconds=waited)
+
+
+def test_a_retry_reads_the_last_heartbeat_of_the_attempt_before(env):
+    assert env.execute(resuming, workflow.WorkflowOptions(input=6)).result() == {
+        "attempt": 2,
+        "resumed_from": 3,
+    }
 
 
 def test_exhausted_and_non_retryable_errors_fail_the_run_as_executors_do(env):
