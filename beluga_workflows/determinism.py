@@ -46,6 +46,7 @@ import _thread
 import ctypes
 import datetime as _datetime
 import gc
+import logging
 import os
 import random as _random
 import sys
@@ -58,6 +59,8 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from .errors import DeterminismViolationError
+
+logger = logging.getLogger("beluga_workflows")
 
 #: What a refused call does, and what to use instead, by kind.
 KINDS: dict[str, tuple[str, str]] = {
@@ -312,7 +315,16 @@ def install() -> None:
             (_datetime.datetime, "utcnow"),
             (_datetime.date, "today"),  # datetime.datetime.today too
         ):
-            _wrap_classmethod(cls, name)
+            try:
+                _wrap_classmethod(cls, name)
+            except Exception:  # a Python whose C types cannot be patched: guard the rest
+                logger.warning(
+                    "Cannot guard datetime.%s.%s() on this Python; workflow code calling it "
+                    "is not refused",
+                    cls.__name__,
+                    name,
+                    exc_info=True,
+                )
         _guard_random()
         _guard_database()
         sys.addaudithook(_audit)
