@@ -17,21 +17,23 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from . import registry
 from ._replay_history import live_drift, status_of
-from .conf import beluga_settings
+from .conf import beluga_settings, holds_on_error
 from .continuation import Continuation
 from .errors import (
     WorkflowAlreadyStartedError,
+    WorkflowCanceledError,
     WorkflowClosedError,
     WorkflowError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
     error_to_json,
+    is_bug,
 )
 from .history import (
     Command,
@@ -48,6 +50,7 @@ from .history import (
 from .interpreter import Decision, RunInfo
 from .options import ActivityOptions, ParentClosePolicy, Signal, Status
 from .serialization import ensure_json, ensure_size
+from .tracebacks import user_traceback
 
 E = EventType
 #: Events a command records that settle a future at once (``engine.commands.IMMEDIATE``).
@@ -96,6 +99,7 @@ class Run:
     continuation: Continuation | None = None
     fed: int = 0  # events the continuation has been given
     decided_through: int | None = None
+    held: dict[str, Any] | None = None  # held for a fix (ON_WORKFLOW_ERROR = "hold")
 
     @property
     def info(self) -> RunInfo:
@@ -309,6 +313,14 @@ class MemoryEngine:
 
     def _apply(self, run: Run, decision: Decision) -> bool:
         """Record a decision; True when it settled something the workflow should see now."""
+        if decision.done and decision.error is not None and holds_on_error(run.name):
+            if is_bug(decision.error):  # held for a fix, as on the engine (engine.holds)
+                if not any(e.type is E.CANCEL_REQUESTED for e in run.events):
+                    self._hold(run, decision.error)
+                    return False
+                error = WorkflowCanceledError(run.workflow_id, "The held workflow was canceled.")
+                decision = replace(decision, commands=[], error=error)
+        run.held = None
         run.decided_through = decision.read_through
         first = len(run.events)
         for command in decision.commands:
@@ -328,6 +340,21 @@ class MemoryEngine:
             return False
         self._set_waiting(run, decision)
         return any(event.type in _IMMEDIATE for event in new)
+
+    def _hold(self, run: Run, error: BaseException) -> None:
+        """Record nothing the pass decided; keep the run running, flagged, until ``retry``."""
+        data = error_to_json(error)
+        previous = run.held or {}
+        run.held = {
+            "error": data,
+            "traceback": data.pop("traceback", None) or user_traceback(error),
+            "since": previous.get("since") or self.now.isoformat(),
+            "attempts": int(previous.get("attempts", 0)) + 1,
+            "last_attempt": self.now.isoformat(),
+            "next_retry": None,  # here only env.retry(id) tries again
+        }
+        run.waiting_for, run.waiting_since, run.waiting_deadline = "", None, None
+        _park_no_more(run)  # the next pass replays, with the code as it is then
 
     def _record(self, run: Run, command: Command) -> None:
         """Append the command's event and create what carries it out (``engine.commands``)."""

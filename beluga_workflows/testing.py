@@ -39,6 +39,7 @@ from .errors import (
     ResultTimeoutError,
     UntrustedReferenceError,
     WorkflowError,
+    WorkflowNotHeldError,
 )
 from .executors.base import DurableExecutor, WorkflowHandle, raise_for_outcome
 from .history import HistoryEvent
@@ -170,6 +171,16 @@ class WorkflowEnvironment(DurableExecutor):
             self._engine.request_cancel(self._engine.running(workflow_id, "cancel"), sender)
             self._pump()
 
+    def retry(self, workflow_id: str) -> None:
+        """A run held for a fix replays now, with the code as it is now (say, after the test
+        patched the bug away); ``WorkflowNotHeldError`` if it is not held."""
+        with self._lock:
+            run = self._engine.running(workflow_id, "retry")
+            if not run.held:
+                raise WorkflowNotHeldError(workflow_id, run.status.value)
+            self._engine.mark(run)
+            self._pump()
+
     def query(self, workflow_id: str, query_type: str) -> Any:
         with self._lock:
             run = self._engine.latest(workflow_id)
@@ -217,6 +228,7 @@ class WorkflowEnvironment(DurableExecutor):
                 children=children,
                 continued_from=run.continued_from.run_id if run.continued_from else None,
                 continued_as=run.continued_as.run_id if run.continued_as else None,
+                held=run.held if run.status is Status.RUNNING else None,
             )
 
     def history(self, workflow_id: str) -> list[HistoryEvent]:

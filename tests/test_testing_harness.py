@@ -161,6 +161,15 @@ def resuming(ctx: workflow.WorkflowContext, total: int) -> Any:
     return ctx.execute_activity(resumable, total)
 
 
+BUGGY = {"divisor": 0}
+
+
+@workflow.defn(name="harness_held", on_error="hold")
+def held_until_fixed(ctx: workflow.WorkflowContext, n: int) -> float:
+    doubled = ctx.execute_activity(double, n)
+    return doubled / BUGGY["divisor"]
+
+
 def refusing(ctx: workflow.WorkflowContext, _: Any) -> None:
     ctx.execute_activity(forbidden, None, workflow.with_activity_retry(
         workflow.RetryPolicy(max_attempts=5, non_retryable_errors=(PermissionError,))))  # fmt: skip
@@ -371,6 +380,30 @@ def test_a_retry_reads_the_last_heartbeat_of_the_attempt_before(env):
         "attempt": 2,
         "resumed_from": 3,
     }
+
+
+def test_a_bug_holds_the_run_until_the_fixed_code_is_retried(env, monkeypatch):
+    handle = env.execute(held_until_fixed, workflow.WorkflowOptions(id="held", input=4))
+    state = env.describe("held")
+    assert state.status is workflow.Status.RUNNING
+    assert state.held["error"]["type"] == "ZeroDivisionError"
+    assert "return doubled / BUGGY" in state.held["traceback"]
+    with pytest.raises(testing.WorkflowBlockedError):
+        handle.result()
+    env.retry("held")  # the same bug: still held, one more failed pass
+    assert env.describe("held").held["attempts"] == 2
+
+    monkeypatch.setitem(BUGGY, "divisor", 2)  # "deploy the fix"
+    env.retry("held")
+    assert handle.result() == 4
+    assert env.describe("held").held is None
+    types = [e.type for e in env.history("held")]
+    assert types.count(E.ACTIVITY_SCHEDULED) == 1  # the held passes recorded nothing
+    with pytest.raises(workflow.WorkflowClosedError):
+        env.retry("held")
+    env.execute(waits, workflow.WorkflowOptions(id="not-held"))
+    with pytest.raises(workflow.WorkflowNotHeldError):
+        env.retry("not-held")
 
 
 def test_exhausted_and_non_retryable_errors_fail_the_run_as_executors_do(env):
