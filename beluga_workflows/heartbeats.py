@@ -13,7 +13,7 @@ A running run is flagged ``no_worker`` (:func:`unserved`) when:
 * built-in engine: it has pending work — a workflow step (``advance_requested_at``), an
   activity attempt, or a timer that is due — and no live ``default`` worker takes work from
   that queue (``WORKFLOW_QUEUE``; the activity's own queue, ``ACTIVITY_QUEUE`` by default) or,
-  for a due timer, runs the sweeper;
+  for a due timer or a run held for a fix, runs the sweeper;
 * Temporal (a mirrored run): no live ``temporal`` worker polls the run's task queue.
 
 Workers started another way than ``runworker`` (``celery worker`` by hand) do not announce
@@ -185,6 +185,9 @@ def _unserved_builtin(runs: list[WorkflowRun]) -> set[int]:
             if (queue or beluga_settings.ACTIVITY_QUEUE) not in queues
         }
     pks = [pk for pk in pks if pk not in flagged]
+    if not sweeping:  # a held run is tried again by the sweeper (engine.holds)
+        flagged |= {run.pk for run in runs if run.pk in pks and run.held_retry_at is not None}
+        pks = [pk for pk in pks if pk not in flagged]
     if pks and not sweeping:
         flagged |= set(
             Timer.objects.filter(

@@ -229,6 +229,7 @@ def test_a_held_run_in_the_admin_rest_and_cli_and_who_may_retry_it(
 
     state = executor.describe("held-web")
     assert state.held is not None and state.held["next_retry"] is not None
+    assert state.no_worker is True  # no live worker sweeps: nobody would try it again
     assert api("viewer").get("/api/workflows/held-web/").json()["held"]["attempts"] == 1
     listed = api("viewer").get("/api/workflows/?status=running").json()["results"]
     assert [r["held"]["error"]["type"] for r in listed] == ["AttributeError"]
