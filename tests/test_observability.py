@@ -28,7 +28,7 @@ from tests.conformance import Engine
 from tests.harness import wait_until
 from tests.otel_support import span_dict, total
 from tests.workflows_conformance import waits_forever
-from tests.workflows_observability import fails, sandboxed, traced
+from tests.workflows_observability import fails, held, sandboxed, traced
 
 EXECUTORS = ["default", pytest.param("temporal", marks=pytest.mark.temporal)]
 HOOKS = "tests.observability_hooks.Outer,tests.observability_hooks.Inner"
@@ -244,6 +244,14 @@ def test_hooks_wrap_steps_and_attempts_in_order(hooked: Observed, counter_dir: P
         hooked.engine.start(sandboxed).result(timeout=60)
     assert isinstance(refused.value.cause, workflow.DeterminismViolationError)
     assert "open(" in str(refused.value.cause)
+
+    # A pass held for a fix leaves the run running: the hooks see no failure and no close.
+    stuck = hooked.engine.start(held)
+    executor = hooked.engine.executor
+    wait_until(lambda: executor.describe(stuck.id).held is not None, 30, message="held")
+    wait_until(lambda: f"outer step< {stuck.id} running []" in records(), 10, message="hook")
+    assert not [line for line in records() if line.startswith(f"closed {stuck.id}")]
+    executor.cancel(stuck.id)
 
 
 # In this process ----------------------------------------------------------------------------------

@@ -62,3 +62,9 @@ def sandboxed(ctx: workflow.WorkflowContext, _: Any) -> str:
             return "opened"
     except Exception as exc:
         return type(exc).__name__
+
+
+@workflow.defn(name="obs_held", on_error="hold")
+def held(ctx: workflow.WorkflowContext, _: Any) -> Any:
+    """A bug: the run is held for a fix, and a step hook sees it still running."""
+    return {}["missing"]

@@ -182,7 +182,9 @@ class BelugaWorkflow(Operations):
             StepInfo(info.workflow_id, info.run_id, info.workflow_name, "temporal"),
             lambda: self.decide(fn),
             lambda decision: StepResult(
-                self.closing_status(decision) if decision.done else Status.RUNNING,
+                self.closing_status(decision)
+                if decision.done and not self.is_held(decision.error)
+                else Status.RUNNING,  # a held pass leaves the run running, as on the engine
                 "" if decision.done else waiting_label(decision.waiting),
             ),
             parent=lambda: workflow.memo_value(observability.TRACE_MEMO, None),
