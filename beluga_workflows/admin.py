@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -308,7 +309,7 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
             "can_approve": waits_for_approval(run) and allowed(request.user, Operation.SIGNAL),
             "can_cancel": run.status == Status.RUNNING.value
             and allowed(request.user, Operation.CANCEL),
-            "held": held_info(run),
+            "held": _held_for_display(held_info(run)),
             "can_retry": held_info(run) is not None and allowed(request.user, Operation.SIGNAL),
             "live_version": self._run_version(run),
             "no_worker": run.pk in unserved([run]),
@@ -577,3 +578,16 @@ class WorkerHeartbeatAdmin(ReadOnlyForViewers):
     @admin.display(description="live", boolean=True)
     def is_live(self, row: WorkerHeartbeat) -> bool:
         return status_of(row, row.db_now).live  # type: ignore[attr-defined]
+
+
+def _held_for_display(held: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The held info with its times as datetimes, so the page shows them as it shows others."""
+    if held is None:
+        return None
+    times = {}
+    for key in ("since", "last_attempt", "next_retry"):
+        try:
+            times[key] = datetime.fromisoformat(held[key]) if held.get(key) else None
+        except (TypeError, ValueError):  # shown as stored
+            times[key] = held.get(key)
+    return {**held, **times}

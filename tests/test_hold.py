@@ -8,6 +8,7 @@ worker's PYTHONPATH (see tests/workflows_hold.py), first with a bug, then fixed,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from io import StringIO
 from pathlib import Path
@@ -247,6 +248,7 @@ def test_a_held_run_in_the_admin_rest_and_cli_and_who_may_retry_it(
     page = client.get(reverse("admin:beluga_workflows_workflowrun_change", args=[run.pk]))
     html = page.content.decode()
     assert "Held for a fix" in html and "Retry now" in html and "AttributeError" in html
+    assert run.held["since"] not in html and re.search(r"Since \d{4}-\d\d-\d\d \d\d:", html)
     assert "workflows_hold.py" in html
     changelist = client.get(reverse("admin:beluga_workflows_workflowrun_changelist"))
     assert "bw-status-held" in changelist.content.decode()
