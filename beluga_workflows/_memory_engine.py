@@ -23,7 +23,7 @@ from typing import Any
 
 from . import registry
 from ._replay_history import live_drift, status_of
-from .conf import beluga_settings, holds_on_error
+from .conf import beluga_settings, holds_run
 from .continuation import Continuation
 from .errors import (
     WorkflowAlreadyStartedError,
@@ -33,7 +33,7 @@ from .errors import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
     error_to_json,
-    is_bug,
+    held_record,
 )
 from .history import (
     Command,
@@ -50,7 +50,6 @@ from .history import (
 from .interpreter import Decision, RunInfo
 from .options import ActivityOptions, ParentClosePolicy, Signal, Status
 from .serialization import ensure_json, ensure_size
-from .tracebacks import user_traceback
 
 E = EventType
 #: Events a command records that settle a future at once (``engine.commands.IMMEDIATE``).
@@ -313,13 +312,13 @@ class MemoryEngine:
 
     def _apply(self, run: Run, decision: Decision) -> bool:
         """Record a decision; True when it settled something the workflow should see now."""
-        if decision.done and decision.error is not None and holds_on_error(run.name):
-            if is_bug(decision.error):  # held for a fix, as on the engine (engine.holds)
-                if not any(e.type is E.CANCEL_REQUESTED for e in run.events):
-                    self._hold(run, decision.error)
-                    return False
-                error = WorkflowCanceledError(run.workflow_id, "The held workflow was canceled.")
-                decision = replace(decision, commands=[], error=error)
+        if decision.done and holds_run(run.name, decision.error):  # as engine.holds does
+            assert decision.error is not None
+            if not any(e.type is E.CANCEL_REQUESTED for e in run.events):
+                self._hold(run, decision.error)
+                return False
+            error = WorkflowCanceledError(run.workflow_id, "The held workflow was canceled.")
+            decision = replace(decision, commands=[], error=error)
         run.held = None
         run.decided_through = decision.read_through
         first = len(run.events)
@@ -343,16 +342,8 @@ class MemoryEngine:
 
     def _hold(self, run: Run, error: BaseException) -> None:
         """Record nothing the pass decided; keep the run running, flagged, until ``retry``."""
-        data = error_to_json(error)
-        previous = run.held or {}
-        run.held = {
-            "error": data,
-            "traceback": data.pop("traceback", None) or user_traceback(error),
-            "since": previous.get("since") or self.now.isoformat(),
-            "attempts": int(previous.get("attempts", 0)) + 1,
-            "last_attempt": self.now.isoformat(),
-            "next_retry": None,  # here only env.retry(id) tries again
-        }
+        # No next retry: here only env.retry(id) tries again.
+        run.held = {**held_record(error, run.held, self.now.isoformat()), "next_retry": None}
         run.waiting_for, run.waiting_since, run.waiting_deadline = "", None, None
         _park_no_more(run)  # the next pass replays, with the code as it is then
 

@@ -108,11 +108,11 @@ def retention() -> timedelta | None:
     return to_timedelta(beluga_settings.RETENTION, "BELUGA_WORKFLOWS['RETENTION']")
 
 
-def holds_on_error(workflow_name: str) -> bool:
-    """Whether a bug in this workflow's code holds its run (else it fails the run)."""
-    from .registry import on_error
+def holds_run(workflow_name: str, error: BaseException | None) -> bool:
+    """Whether this failure of the workflow's code holds its run (else it fails the run)."""
+    from . import registry
 
-    return (on_error(workflow_name) or beluga_settings.ON_WORKFLOW_ERROR) == "hold"
+    return registry.holds_run(workflow_name, error, beluga_settings.ON_WORKFLOW_ERROR)
 
 
 def _reload(*, setting: str, **kwargs: Any) -> None:

@@ -285,6 +285,22 @@ def error_to_json(error: BaseException) -> dict[str, Any]:
     return data
 
 
+def held_record(error: BaseException, previous: dict[str, Any] | None, now: str) -> dict[str, Any]:
+    """What a run held for a fix keeps (``WorkflowRun.held``): the error, the user's
+    traceback, since when (``previous``: the hold so far), how many passes failed, the last."""
+    from .tracebacks import user_traceback
+
+    previous = previous or {}
+    data = error_to_json(error)
+    return {
+        "error": data,
+        "traceback": data.pop("traceback", None) or user_traceback(error),
+        "since": previous.get("since") or now,
+        "attempts": int(previous.get("attempts", 0)) + 1,
+        "last_attempt": now,
+    }
+
+
 def error_from_json(data: dict[str, Any]) -> WorkflowError:
     kind = data.get("type", "Error")
     if kind == "ActivityError":

@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import UntrustedReferenceError, WorkflowNameError
+from .errors import UntrustedReferenceError, WorkflowNameError, is_bug
 
 _lock = threading.Lock()
 _by_name: dict[str, Callable[..., Any]] = {}
@@ -129,6 +129,13 @@ def on_error(workflow: str) -> str | None:
     """The workflow's own ``on_error`` choice (by public name or reference), if it made one."""
     with _lock:
         return _on_error.get(workflow)
+
+
+def holds_run(workflow: str, error: BaseException | None, default: str) -> bool:
+    """Whether this failure of the workflow's code holds its run for a fix: a bug
+    (:func:`~beluga_workflows.errors.is_bug`) under ``hold`` — the workflow's own ``on_error``,
+    else ``default`` (``ON_WORKFLOW_ERROR``)."""
+    return error is not None and is_bug(error) and (on_error(workflow) or default) == "hold"
 
 
 def custom_approval_signals() -> dict[str, str]:

@@ -27,12 +27,11 @@ from datetime import timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from ..conf import holds_on_error
-from ..errors import WorkflowNotHeldError, error_to_json, is_bug
+from ..conf import holds_run
+from ..errors import WorkflowNotHeldError, held_record
 from ..history import EventType
 from ..models import WorkflowRun
 from ..options import Status
-from ..tracebacks import user_traceback
 from . import dispatch, runners
 from .store import Appender, lock_running
 
@@ -44,7 +43,7 @@ MAX_RETRY = timedelta(minutes=10)
 
 def should_hold(run: WorkflowRun, error: BaseException | None) -> bool:
     """Whether this failure of the run's code holds the run (a bug, under ``hold``)."""
-    return error is not None and is_bug(error) and holds_on_error(run.workflow_name)
+    return holds_run(run.workflow_name, error)
 
 
 def cancel_requested(run: WorkflowRun, appender: Appender) -> bool:
@@ -57,16 +56,8 @@ def cancel_requested(run: WorkflowRun, appender: Appender) -> bool:
 def hold(run: WorkflowRun, error: BaseException) -> None:
     """Keep the run running, flagged with ``error``; the sweeper tries again after a backoff."""
     now = timezone.now()
-    previous = run.held or {}
-    attempts = int(previous.get("attempts", 0)) + 1
-    data = error_to_json(error)
-    run.held = {
-        "error": data,
-        "traceback": data.pop("traceback", None) or user_traceback(error),
-        "since": previous.get("since") or now.isoformat(),
-        "attempts": attempts,
-        "last_attempt": now.isoformat(),
-    }
+    run.held = held_record(error, run.held, now.isoformat())
+    attempts = run.held["attempts"]
     run.held_retry_at = now + min(FIRST_RETRY * 2 ** min(attempts - 1, 16), MAX_RETRY)
     run.waiting_for = ""
     run.waiting_since = run.waiting_deadline = None

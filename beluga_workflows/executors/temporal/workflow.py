@@ -44,7 +44,7 @@ from temporalio.exceptions import ApplicationError
 
 from ... import observability, registry
 from ...continuation import GreenletContinuation
-from ...errors import UntrustedReferenceError, error_to_json, is_bug
+from ...errors import UntrustedReferenceError, error_to_json
 from ...history import (
     Command,
     EventType,
@@ -273,9 +273,7 @@ class BelugaWorkflow(Operations):
 
     def is_held(self, error: BaseException | None) -> bool:
         """Whether a failure of the code holds the run: a bug, under ``hold`` (docs/errors.md)."""
-        if error is None or not is_bug(error):
-            return False
-        return (registry.on_error(self.run_info.workflow_name) or holds.ON_ERROR) == "hold"
+        return registry.holds_run(self.run_info.workflow_name, error, holds.ON_ERROR)
 
     def patched(self, change_id: str, deprecated: bool) -> bool:
         """``ctx.patched`` is Temporal's own: its marker is in Temporal's history."""
