@@ -274,6 +274,7 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
         for span in line.spans:  # a child's bar links to the child's page
             child = by_step.get(span.step) if span.kind == "child" else None
             span.link = self._run_url(child) if child is not None else ""
+        held = held_info(run)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -309,8 +310,8 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
             "can_approve": waits_for_approval(run) and allowed(request.user, Operation.SIGNAL),
             "can_cancel": run.status == Status.RUNNING.value
             and allowed(request.user, Operation.CANCEL),
-            "held": _held_for_display(held_info(run)),
-            "can_retry": held_info(run) is not None and allowed(request.user, Operation.SIGNAL),
+            "held": _held_for_display(held),
+            "can_retry": held is not None and allowed(request.user, Operation.SIGNAL),
             "live_version": self._run_version(run),
             "no_worker": run.pk in unserved([run]),
             "no_worker_help": NO_WORKER,

@@ -250,6 +250,8 @@ def _has_workflows(app_name: str) -> bool:
 # into one, or declared with ``@workflow.activity``.
 
 _activities: dict[str, Callable[..., Any]] = {}
+#: (name, reference) -> the function a worker checked for it (scanning modules costs).
+_trusted_activities: dict[tuple[str, str], Callable[..., Any]] = {}
 _ACTIVITY_ATTR = "__beluga_activity_name__"
 
 
@@ -289,6 +291,10 @@ def resolve_activity(name: str, reference: str = "") -> Callable[..., Any]:
     function registered under it, else the one function of that name in the project's
     workflow modules.
     """
+    with _lock:
+        trusted = _trusted_activities.get((name, reference))
+    if trusted is not None:
+        return trusted  # found and checked before: a module once imported stays
     problem: WorkflowNameError | None = None
     if reference:
         try:
@@ -305,6 +311,8 @@ def resolve_activity(name: str, reference: str = "") -> Callable[..., Any]:
                     f"{reference!r} is no activity of the project's workflows: declare it with "
                     "@workflow.activity, or import it into a workflows module."
                 )
+            with _lock:
+                _trusted_activities[(name, reference)] = fn
             return fn
     with _lock:
         registered = _activities.get(name)

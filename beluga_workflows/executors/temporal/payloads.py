@@ -16,7 +16,6 @@ encoded (Temporal indexes them), nor are headers (the SDK's default), so neither
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,13 +37,10 @@ def load(value: Any, kind: type, setting: str) -> Any:
         raise TypeError(
             f"{setting} must be a {kind.__name__} or a dotted path to one, not {value!r}."
         )
-    module, _, name = value.replace(":", ".").rpartition(".")
-    if not module:
-        raise ImportError(f"{setting} {value!r} is not a dotted path (package.module.name).")
+    from django.utils.module_loading import import_string
+
     try:
-        found = getattr(importlib.import_module(module), name)
-    except AttributeError:
-        raise ImportError(f"{setting}: module {module!r} has no {name!r}.") from None
+        found = import_string(value.replace(":", "."))
     except ImportError as exc:
         raise ImportError(f"{setting} {value!r} cannot be imported: {exc}") from exc
     if not isinstance(found, kind) and callable(found):
