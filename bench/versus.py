@@ -167,7 +167,9 @@ def measure_celery(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
 
     broker = settings.CELERY_BROKER_URL
-    env = {**os.environ, "BENCH_BROKER_URL": broker, "PYTHONPATH": str(common.ROOT)}
+    # This process imports celery_peer too (to send the chains): it reads the same variable.
+    os.environ["BENCH_BROKER_URL"] = broker
+    env = {**os.environ, "PYTHONPATH": str(common.ROOT)}
     log = open(common.LOGS / "versus-celery.log", "w")  # noqa: SIM115 - closed below
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "bench.celery_peer", "worker", "-P", "threads",
