@@ -183,39 +183,33 @@ def sandbox_restrictions() -> SandboxRestrictions:
 def build_worker(
     client: Client, task_queue: str, concurrency: int, pool: Any, workflows: bool = True
 ) -> Worker:
-    if not workflows:  # a task queue of activities only (`runworker --queues gpu`)
-        return Worker(
-            client,
-            task_queue=task_queue,
-            activities=[beluga_activity],
-            activity_executor=pool,
-            max_concurrent_activities=concurrency,
-            interceptors=_interceptors(),
-            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        )
-    # Workflow tasks run on one thread: each run keeps its live continuation (a greenlet,
-    # which only the thread that made it can resume) from one workflow task to the next.
-    workflow_thread = concurrent.futures.ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="beluga-workflow-tasks"
-    )
+    """A Temporal worker for ``task_queue``: its activities, and (unless ``workflows`` is
+    False: a task queue of activities only, `runworker --queues gpu`) every beluga workflow."""
+    hosted: dict[str, Any] = {}
+    if workflows:
+        hosted = {
+            # Workflow tasks run on one thread: each run keeps its live continuation (a
+            # greenlet, which only the thread that made it can resume) from task to task.
+            "workflow_task_executor": concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="beluga-workflow-tasks"
+            ),
+            "workflows": [BelugaWorkflow],
+            "workflow_runner": SandboxedWorkflowRunner(restrictions=sandbox_restrictions()),
+            "workflow_failure_exception_types": _failing_exceptions(),
+        }
     return Worker(
         client,
-        workflow_task_executor=workflow_thread,
         task_queue=task_queue,
-        workflows=[BelugaWorkflow],
         activities=[beluga_activity],
         activity_executor=pool,
         max_concurrent_activities=concurrency,
-        workflow_runner=SandboxedWorkflowRunner(restrictions=sandbox_restrictions()),
-        workflow_failure_exception_types=_failing_exceptions(),
         interceptors=_interceptors(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         # Cancellation reaches a running activity in a heartbeat's answer: heartbeat often
         # enough that ActivityContext.is_cancelled() turns true within about a second.
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        **hosted,
     )
 
 
