@@ -11,6 +11,10 @@ Workloads (see ``bench/versus.py`` for ours):
 * ``latency`` — a workflow parked on ``DBOS.recv("approval")`` gets the message and runs one
   step; the time from ``DBOS.send`` to ``get_result()`` returning, per run.
 * ``steps`` — one workflow of N trivial steps in a row; ms per step.
+* ``fanout`` (``bench.fanout``, ``--only fanout --fanout N``) — one workflow enqueuing N trivial
+  steps on a DBOS queue (``queue.enqueue(step, i)``, the idiomatic DBOS fan-out) and waiting for
+  every handle's ``get_result()``; the queue has DBOS's defaults (no concurrency limit, polled
+  every second). A warm-up fan-out of 10 runs first; the figures come from one run of N.
 """
 
 from __future__ import annotations
@@ -53,6 +57,16 @@ def approval(value: int) -> int:
     return add_one(value if approved else -1)
 
 
+#: The fan-out queue, registered after launch (``DBOS.register_queue``).
+_fanout_queue: Any = None
+
+
+@DBOS.workflow()
+def fanout(count: int) -> int:
+    handles = [_fanout_queue.enqueue(add_one, i) for i in range(count)]
+    return sum(handle.get_result() for handle in handles)
+
+
 def w3(runs: int) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     began = time.perf_counter()
@@ -89,6 +103,37 @@ def steps(count: int) -> dict[str, Any]:
     return {"steps": count, "seconds": elapsed, "ms_per_step": elapsed * 1000 / count}
 
 
+def fanout_run(count: int) -> dict[str, Any]:
+    """One fan-out of ``count`` queued steps: seconds from start to result."""
+    began = time.perf_counter()
+    with _id(f"fanout-{uuid.uuid4().hex[:8]}"):
+        result = DBOS.start_workflow(fanout, count).get_result()
+    elapsed = time.perf_counter() - began
+    assert result == count * (count + 1) // 2, result
+    return {"activities": count, "seconds": elapsed, "ms_per_activity": elapsed * 1000 / count}
+
+
+def _forget_fanouts() -> None:
+    """Cancel and delete the fan-out workflows of earlier runs (a killed run's queued steps
+    would otherwise be recovered and compete with this one)."""
+    ids = [
+        status.workflow_id
+        for status in DBOS.list_workflows(
+            workflow_id_prefix="fanout-", load_input=False, load_output=False
+        )
+    ]
+    if ids:
+        DBOS.cancel_workflows(ids)
+        DBOS.delete_workflows(ids, delete_children=True)
+
+
+def _peak_rss_mib() -> float:
+    for line in open("/proc/self/status").read().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _id(workflow_id: str) -> Any:
     from dbos import SetWorkflowID
 
@@ -106,16 +151,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--only", default="w3,latency,steps")
+    parser.add_argument("--fanout", type=int, default=100, help="steps of the fan-out")
+    parser.add_argument("--only", default="w3,latency,steps", help="of w3,latency,steps,fanout")
     args = parser.parse_args()
+    wanted = set(args.only.split(","))
     config: DBOSConfig = {
-        "name": "beluga-bench",
+        # The fan-out has an application of its own: its queue and workflows stay apart.
+        "name": "beluga-bench-fanout" if wanted == {"fanout"} else "beluga-bench",
         "system_database_url": args.database,
         "log_level": "WARNING",
     }
     DBOS(config=config)
     DBOS.launch()
-    wanted = set(args.only.split(","))
     out: dict[str, Any] = {"dbos_version": _version()}
     try:
         if "w3" in wanted:
@@ -127,6 +174,13 @@ def main() -> None:
         if "steps" in wanted:
             out["steps_short"] = steps(10)
             out["steps_long"] = steps(args.steps)
+        if "fanout" in wanted:
+            global _fanout_queue
+            _fanout_queue = DBOS.register_queue("bench_fanout", on_conflict="always_update")
+            _forget_fanouts()
+            fanout_run(10)  # warm up
+            out["fanout"] = fanout_run(args.fanout)
+            out["fanout"]["peak_rss_mib"] = _peak_rss_mib()
     finally:
         DBOS.destroy()
     json.dump(out, sys.stdout)

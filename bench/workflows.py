@@ -27,3 +27,10 @@ def approval(ctx: workflow.WorkflowContext, value: int) -> int:
     """Parked until its approval, then one activity (the signal -> result latency)."""
     approved = ctx.wait_for_signal("approval").payload
     return ctx.execute_activity(increment, value if approved else -1)
+
+
+@workflow.defn(name="bench_fanout")
+def fanout(ctx: workflow.WorkflowContext, n: int) -> int:
+    """N trivial activities started at once, then gathered (the fan-out benchmark)."""
+    futures = [ctx.start_activity(increment, i) for i in range(n)]
+    return sum(ctx.gather(*futures))
