@@ -9,7 +9,10 @@ Runs, one after the other on the same PostgreSQL and broker (each a subprocess o
 3. ``bench.client_cost`` — what ``execute()`` and ``signal()`` cost the caller, ours against
    the plain temporalio client;
 4. ``bench.parked`` — K runs parked on a signal: time to start and park them, worker memory
-   and threads, resuming one of them against resuming a lone run.
+   and threads, resuming one of them against resuming a lone run;
+5. ``bench.fanout`` — one run starting N activities at once and gathering them (100, 1,000
+   and 10,000), ours beside a DBOS queue fan-out: time, per-activity cost and its growth,
+   worker memory.
 
 ``--smoke`` runs every script at a tiny size (what the test suite does, to keep them working);
 figures from a smoke run mean nothing.
@@ -39,12 +42,14 @@ FULL = {
     "step_cost": ["--steps", "1000", "--variants", "temporal,temporal-sdk"],
     "client_cost": ["--calls", "200"],
     "parked": ["--runs", "100000", "--executors", "default"],
+    "fanout": ["--sizes", "100,1000,10000"],
 }
 SMOKE = {
     "versus": ["--runs", "10", "--samples", "3", "--steps", "20"],
     "step_cost": ["--steps", "20", "--variants", "temporal,temporal-sdk"],
     "client_cost": ["--calls", "5"],
     "parked": ["--runs", "60", "--executors", "default"],
+    "fanout": ["--sizes", "5,10"],
 }
 
 
@@ -179,6 +184,10 @@ def write_results(results: dict[str, Any], path: Path, chart: Path | None, smoke
         "",
         results["parked"]["report"],
         "",
+        "## Fan-out",
+        "",
+        results["fanout"]["report"],
+        "",
     ]
     if chart is not None:
         lines += ["", f"![Benchmark chart]({os.path.relpath(chart, path.parent)})", ""]
@@ -244,7 +253,7 @@ def main() -> None:
                 + ([] if pool == "threads" else ["--systems", "ours"]),
                 out / pool,
             )
-        for script in ("step_cost", "client_cost", "parked"):
+        for script in ("step_cost", "client_cost", "parked", "fanout"):
             results[script] = run(script, sizes[script], out)
     chart = None if args.no_chart else Path(args.chart)
     if chart is not None:

@@ -113,20 +113,6 @@ def fanout_run(count: int) -> dict[str, Any]:
     return {"activities": count, "seconds": elapsed, "ms_per_activity": elapsed * 1000 / count}
 
 
-def _forget_fanouts() -> None:
-    """Cancel and delete the fan-out workflows of earlier runs (a killed run's queued steps
-    would otherwise be recovered and compete with this one)."""
-    ids = [
-        status.workflow_id
-        for status in DBOS.list_workflows(
-            workflow_id_prefix="fanout-", load_input=False, load_output=False
-        )
-    ]
-    if ids:
-        DBOS.cancel_workflows(ids)
-        DBOS.delete_workflows(ids, delete_children=True)
-
-
 def _peak_rss_mib() -> float:
     for line in open("/proc/self/status").read().splitlines():
         if line.startswith("VmHWM:"):
@@ -156,11 +142,16 @@ def main() -> None:
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     config: DBOSConfig = {
-        # The fan-out has an application of its own: its queue and workflows stay apart.
-        "name": "beluga-bench-fanout" if wanted == {"fanout"} else "beluga-bench",
+        "name": "beluga-bench",
         "system_database_url": args.database,
         "log_level": "WARNING",
     }
+    if wanted == {"fanout"}:
+        # An application and a version of its own for every fan-out process: DBOS only runs
+        # queued workflows and recovers pending ones of its own version, so neither a killed
+        # earlier run's steps nor a fan-out running beside this one (the tests) take its place.
+        config["name"] = "beluga-bench-fanout"
+        config["application_version"] = f"fanout-{uuid.uuid4().hex}"
     DBOS(config=config)
     DBOS.launch()
     out: dict[str, Any] = {"dbos_version": _version()}
@@ -177,7 +168,6 @@ def main() -> None:
         if "fanout" in wanted:
             global _fanout_queue
             _fanout_queue = DBOS.register_queue("bench_fanout", on_conflict="always_update")
-            _forget_fanouts()
             fanout_run(10)  # warm up
             out["fanout"] = fanout_run(args.fanout)
             out["fanout"]["peak_rss_mib"] = _peak_rss_mib()

@@ -1,11 +1,13 @@
 """The benchmark scripts keep working: `make bench` at a smoke size, against real processes.
 
 The figures of a smoke run mean nothing and nothing here asserts on speed; what is checked is
-that every comparison ran and produced its table (ours, DBOS, raw Celery, Temporal, parked).
+that every comparison ran and produced its table (ours, DBOS, raw Celery, Temporal, parked,
+fan-out).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,21 +22,24 @@ from tests import harness
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.temporal]
 
 
-def test_make_bench_runs_every_comparison_at_a_smoke_size(tmp_path: Path) -> None:
+def _bench_env() -> dict[str, str]:
     from django.db import connection
 
-    out = tmp_path / "results.md"
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "DATABASE_URL": harness.database_url(connection.settings_dict),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "PYTHONPATH": str(harness.REPO_ROOT),
     }
+
+
+def test_make_bench_runs_every_comparison_at_a_smoke_size(tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--no-chart", "--out", str(out)],
         cwd=harness.REPO_ROOT,
-        env=env,
+        env=_bench_env(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -47,8 +52,35 @@ def test_make_bench_runs_every_comparison_at_a_smoke_size(tmp_path: Path) -> Non
         "## Our Temporal executor beside plain Temporal SDK code",
         "### What starting and signalling cost the caller",
         "## Runs parked on a signal",
+        "## Fan-out",
     ):
         assert heading in text
     versus: list[Any] = [line for line in text.splitlines() if line.startswith("| W3")]
     assert len(versus) == 1 and versus[0].count("|") == 7  # ours ×2, DBOS, raw Celery, ratio
     assert "temporal-sdk" in text and "resuming one of 60 parked runs" in text
+
+
+def test_fanout_runs_ours_and_dbos_at_a_smoke_size(tmp_path: Path) -> None:
+    out = tmp_path / "fanout.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", "--sizes", "5,10", "--cap", "300",
+         "--json", str(out)],
+        cwd=harness.REPO_ROOT,
+        env=_bench_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-5000:]
+    figures = json.loads(out.read_text())
+    for system in ("ours", "dbos"):
+        entries = figures[system]
+        assert [e["activities"] for e in entries] == [5, 10]
+        for entry in entries:
+            assert entry["status"] == "ok", entry
+            assert entry["seconds"] > 0 and entry["ms_per_activity"] > 0
+    for entry in figures["ours"]:
+        assert entry["worker_peak_rss_mib"] > 0
+        assert entry["write_transactions"] > 0
+    assert "| 10 |" in done.stdout and "per-activity growth 5 → 10" in done.stdout
