@@ -178,9 +178,10 @@ def report(results: dict[str, Any]) -> str:
     args = results["args"]
     lines = [
         f"One run fanning out N trivial activities and gathering them; ours: one runworker "
-        f"(concurrency {args['concurrency']}, default pool), DBOS: steps on a DBOS queue, one "
-        f"process; cap {args['cap']:.0f} s per size. RSS in MiB (worker: sampled peak "
-        "during the run; DBOS: the process's peak, client included).",
+        f"(concurrency {args['concurrency']}, default pool); DBOS: steps on a DBOS queue at its "
+        "defaults (no concurrency limit, polled every second), one process; cap "
+        f"{args['cap']:.0f} s per size. RSS in MiB (worker: sampled peak during the run; DBOS: "
+        "the process's peak, client included).",
         "",
         common.table(HEADERS, rows),
         "",
