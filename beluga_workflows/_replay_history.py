@@ -1,10 +1,12 @@
 """Replaying a recorded history against today's code: what ``testing.replay`` does.
 
-A history comes as it was exported. ``manage.py workflow history <id> --json`` and
-``GET /api/workflows/{id}/events/`` both give a JSON list of events with the fields of
-:meth:`~beluga_workflows.history.HistoryEvent.to_json` (the API writes UTC as ``Z``). A file
-holding that list, an object with ``events`` (and optionally the run's ``workflow_id`` and
-``run_id``, as the golden histories keep them) and a list of :class:`HistoryEvent` are read too.
+A history comes as it was exported. ``manage.py workflow history <id> --json`` gives a JSON
+list of events with the fields of :meth:`~beluga_workflows.history.HistoryEvent.to_json`;
+``GET /api/workflows/{id}/events/`` gives them a page at a time, in ``results`` (the API writes
+UTC as ``Z``): the joined ``results`` of its pages, or its last page when it is also the first
+(``next`` is null), are a history. A file holding either, an object with ``events`` (and
+optionally the run's ``workflow_id`` and ``run_id``, as the golden histories keep them) and a
+list of :class:`HistoryEvent` are read too.
 
 The function runs on the interpreter's :class:`~beluga_workflows.replay.Replayer`, exactly as a
 worker taking the run over would. Drift is a :class:`NonDeterminismError`:
@@ -108,10 +110,18 @@ def load(history: History) -> tuple[list[HistoryEvent], dict[str, Any]]:
         data = json.loads(data)
     about: dict[str, Any] = {}
     if isinstance(data, Mapping):
+        if "events" not in data and "results" in data:  # a page of GET .../events/
+            if data.get("next"):
+                raise ValueError(
+                    "This is one page of a history: follow its `next` link and join the pages' "
+                    "'results', or export it with manage.py workflow history <id> --json."
+                )
+            data = {**data, "events": data["results"]}
         if "events" not in data:
             raise ValueError(
                 "A history is a list of events (manage.py workflow history <id> --json, or "
-                "GET /api/workflows/<id>/events/), or an object with an 'events' list."
+                "the joined 'results' of GET /api/workflows/<id>/events/), or an object with "
+                "an 'events' list."
             )
         about = {**data, "workflow_id": data.get("workflow_id") or data.get("id")}
         data = data["events"]

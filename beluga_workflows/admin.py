@@ -34,7 +34,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from . import registry, timeline
+from . import previews, registry, timeline
 from .engine.store import to_event
 from .errors import (
     InvalidPayloadError,
@@ -185,7 +185,9 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
         # A run mirrored from Temporal says so in its first event (with its task queue).
         first = WorkflowEvent.objects.filter(run=OuterRef("pk"), sequence=1)
         queue = Subquery(first.values("data__temporal__task_queue")[:1])
-        return super().get_queryset(request).annotate(temporal_queue=queue)
+        # Payloads stay in the database (a run's page reads its own when it shows them).
+        runs = super().get_queryset(request).defer(*previews.PAYLOADS)
+        return runs.annotate(temporal_queue=queue)
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         changelist = super().get_changelist_instance(request)
@@ -269,7 +271,7 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
         events = [to_event(row) for row in run.events.order_by("sequence")]
         now = timezone.now()
         line = timeline.build(events)
-        children = list(run.children.order_by("parent_step", "id"))
+        children = list(run.children.defer(*previews.PAYLOADS).order_by("parent_step", "id"))
         by_step = {child.parent_step: child for child in children}
         for span in line.spans:  # a child's bar links to the child's page
             child = by_step.get(span.step) if span.kind == "child" else None
@@ -300,6 +302,7 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
                 ((run.closed_at or now) - run.created_at).total_seconds()
             ),
             "other_runs": WorkflowRun.objects.filter(workflow_id=run.workflow_id)
+            .defer(*previews.PAYLOADS)
             .exclude(pk=run.pk)
             .exclude(pk=run.continued_from_id or 0)
             .exclude(continued_from=run),
@@ -342,8 +345,12 @@ class WorkflowRunAdmin(ReadOnlyForViewers):
             "opts": self.opts,
             "title": "Pending approvals",
             "runs": [
-                (run, timeline.short_json(run.input, 60), waits_for_approval(run))
-                for run in self._pending()[:500]
+                (
+                    run,
+                    previews.short(run.input_preview, run.input_size, 60),
+                    waits_for_approval(run),
+                )
+                for run in previews.with_previews(self._pending(), payloads=("input",))[:500]
             ],
             "can_signal": allowed(request.user, Operation.SIGNAL),
             "now": timezone.now(),

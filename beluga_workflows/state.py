@@ -71,18 +71,26 @@ class WorkflowState:
         }
 
 
-def run_states(runs: list[WorkflowRun], children: bool = False) -> list[WorkflowState]:
+def run_states(
+    runs: list[WorkflowRun], children: bool = False, payloads: bool = True
+) -> list[WorkflowState]:
     """Rows as every executor describes them, ``no_worker`` included (a few queries for the
     whole list, see :func:`.heartbeats.unserved`)."""
     from . import heartbeats
 
     unserved = heartbeats.unserved(runs)
-    return [run_state(run, children, no_worker=run.pk in unserved) for run in runs]
+    return [
+        run_state(run, children, no_worker=run.pk in unserved, payloads=payloads) for run in runs
+    ]
 
 
-def run_state(run: WorkflowRun, children: bool = False, no_worker: bool = False) -> WorkflowState:
+def run_state(
+    run: WorkflowRun, children: bool = False, no_worker: bool = False, payloads: bool = True
+) -> WorkflowState:
     """A run as every executor describes it; ``children`` lists them (one more query).
-    ``no_worker`` is the caller's to find out (:func:`run_states` does)."""
+    ``no_worker`` is the caller's to find out (:func:`run_states` does). ``payloads=False``
+    leaves ``input``, ``result`` and ``error`` out (None) without reading them: the rows of a
+    list, whose payloads stay in the database (:mod:`.previews`)."""
     parent = run.parent
     kids: tuple[dict[str, Any], ...] = ()
     if children:
@@ -102,9 +110,9 @@ def run_state(run: WorkflowRun, children: bool = False, no_worker: bool = False)
         run_id=str(run.run_id),
         workflow=run.workflow_name,
         status=Status(run.status),
-        input=run.input,
-        result=run.result,
-        error=run.error,
+        input=run.input if payloads else None,
+        result=run.result if payloads else None,
+        error=run.error if payloads else None,
         created_at=run.created_at,
         updated_at=run.updated_at,
         waiting_for=run.waiting_for,

@@ -54,7 +54,7 @@ def test_rest_shows_children_and_parent_and_filters_by_parent(api):
     approvals = client.get("/api/approvals/").json()["results"]
     assert [a["id"] for a in approvals] == ["batch-1-b"]
 
-    events = [e["type"] for e in client.get(f"{API}batch-1/events/").json()]
+    events = [e["type"] for e in client.get(f"{API}batch-1/events/").json()["results"]]
     assert events.count("ChildWorkflowScheduled") == 2
     assert events.count("ChildWorkflowStarted") == 2
     assert events[-1] == "ChildWorkflowCompleted"

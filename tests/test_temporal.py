@@ -176,7 +176,7 @@ def test_rest_api_approves_a_temporal_run(executor: Any, api: Any) -> None:
     wait_for_row("rest-approval", "completed row", status="completed")
     detail = api("viewer").get("/api/workflows/rest-approval/").json()
     assert detail["status"] == "completed" and detail["result"].startswith("Final Report")
-    events = api("viewer").get("/api/workflows/rest-approval/events/").json()
+    events = api("viewer").get("/api/workflows/rest-approval/events/").json()["results"]
     assert [e["type"] for e in events] == TUTORIAL_EVENTS
     assert (
         api("reviewer")

@@ -578,8 +578,13 @@ def test_replay_reads_every_export_shape(tmp_path: Path):
         assert testing.replay(golden.approval, history).result["approved"] is True
     with pytest.raises(ValueError, match="WorkflowStarted"):
         testing.replay(golden.approval, events[1:])
+    # A page of GET .../events/: whole when it is the only one, refused when `next` follows.
+    page = {"id": "approval-08", "next": None, "results": events}
+    assert testing.replay(golden.approval, page).result["approved"] is True
+    with pytest.raises(ValueError, match="next"):
+        testing.replay(golden.approval, {**page, "next": "http://testserver/…?after=4"})
     with pytest.raises(ValueError, match="events"):
-        testing.replay(golden.approval, {"results": events})
+        testing.replay(golden.approval, {"items": events})
 
 
 def approval_v2(ctx: workflow.WorkflowContext, request: str) -> Any:
@@ -655,8 +660,8 @@ def test_histories_exported_from_the_built_in_engine_replay(worker, api, tmp_pat
     call_command("workflow", "history", "research-approved", "--json", stdout=out)
     from_cli = json.loads(out.getvalue())
     response = api("viewer").get("/api/workflows/research-rejected/events/")
-    assert response.status_code == 200
-    from_rest = response.json()
+    assert response.status_code == 200 and response.json()["next"] is None
+    from_rest = response.json()["results"]
     assert from_rest[0]["timestamp"].endswith("Z")  # DRF's UTC; the CLI writes +00:00
 
     approved = testing.replay(demo.research_workflow, from_cli)
@@ -672,7 +677,7 @@ def test_histories_exported_from_the_built_in_engine_replay(worker, api, tmp_pat
     histories = tmp_path / "histories"
     histories.mkdir()
     (histories / "research-approved.json").write_text(json.dumps(from_cli))
-    (histories / "research-rejected.json").write_text(json.dumps(from_rest))
+    (histories / "research-rejected.json").write_text(response.content.decode())  # curl > file
     namespace: dict[str, Any] = {"__file__": str(tmp_path / "test_replay.py")}
     exec(compile(doc_blocks()["testing:replay"], f"{DOC}#testing:replay", "exec"), namespace)
     test = namespace["test_recorded_research_runs_still_replay"]

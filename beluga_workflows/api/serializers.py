@@ -18,6 +18,7 @@ from rest_framework import serializers
 from .. import registry
 from ..history import EventType
 from ..options import MAX_DURATION, Status, check_workflow_id
+from ..previews import PREVIEW_CHARS
 from .schema import component
 
 STATUS_CHOICES = [s.value for s in Status]
@@ -144,6 +145,34 @@ class RunSerializer(serializers.Serializer):
         'under `ON_WORKFLOW_ERROR = "hold"`, so the run stays running until a worker with '
         "fixed code gets through (or `POST .../retry/`). Null otherwise.",
     )
+
+
+def _preview_fields(name: str, what: str) -> tuple[serializers.Field, serializers.Field]:
+    preview = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text=f"The first {PREVIEW_CHARS} characters of the {what}'s JSON text (null when "
+        "there is none): the whole text when its UTF-8 length equals "
+        f"`{name}_size`, else cut (and not valid JSON). The run's detail has the whole value.",
+    )
+    size = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text=f"The size of the {what}'s JSON text, in bytes."
+    )
+    return preview, size
+
+
+@component("RunSummary")
+class RunSummarySerializer(RunSerializer):
+    """A run in a list: as in its detail, but ``input``, ``result`` and ``error`` are previews
+    with their sizes (:mod:`beluga_workflows.previews`), so a page stays small whatever the
+    payloads; ``GET /workflows/{id}/`` has the whole values."""
+
+    input = None  # type: ignore[assignment]
+    result = None  # type: ignore[assignment]
+    error = None  # type: ignore[assignment]
+    input_preview, input_size = _preview_fields("input", "input")
+    result_preview, result_size = _preview_fields("result", "return value")
+    error_preview, error_size = _preview_fields("error", "error")
 
 
 MAX_TIMEOUT_SECONDS = MAX_DURATION.total_seconds()
@@ -284,7 +313,7 @@ class ApprovalSerializer(serializers.Serializer):
         allow_null=True,
         help_text="When the wait times out (the workflow then gets a SignalTimeoutError).",
     )
-    input = serializers.JSONField(read_only=True, allow_null=True)
+    input_preview, input_size = _preview_fields("input", "input")
 
     def get_signal(self, run: Any) -> str:
         first = str(run.waiting_for).split(", ")[0]

@@ -23,13 +23,11 @@ from drf_spectacular.utils import (
 )
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 
-from .. import heartbeats
+from .. import heartbeats, previews
 from ..errors import (
     InvalidPayloadError,
     PayloadTooLargeError,
@@ -41,13 +39,14 @@ from ..errors import (
     WorkflowNotHeldError,
 )
 from ..executors import get_executor
+from ..history_pages import RunChangedError as RunChanged
 from ..models import WorkerHeartbeat, WorkflowRun
 from ..options import Signal, Status, WorkflowOptions
 from ..permissions import Operation, allowed, sender_name
-from ..state import run_states
 from . import serializers as s
 from .authentication import AuthenticateHeaderMixin
 from .filters import ApprovalFilter, FilterBackend, RunFilter
+from .paging import EventPagination, RunPagination
 from .permissions import WorkflowPermission, with_project_defaults
 from .schema import ApiSchema, operation
 
@@ -133,61 +132,13 @@ ID_PARAMETER = OpenApiParameter(
 )
 
 
-class RunPagination(PageNumberPagination):
-    """The project's ``PAGE_SIZE`` by default; scripts may ask for up to 500 per page.
-
-    A bad ``?page=`` or ``?page_size=`` is a 400 naming the parameter, like a bad filter value:
-    DRF would answer 404 for the one and silently use the default size for the other.
-    """
-
-    page_size_query_param = "page_size"
-    page_size_query_description = "Runs per page, from 1 to 500; the project's PAGE_SIZE if absent."
-    max_page_size = 500
-
-    def get_page_size(self, request: Request) -> int | None:
-        # Read per request: the class attribute froze PAGE_SIZE at import time.
-        self.page_size = api_settings.PAGE_SIZE or 50
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw is None:
-            return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
-        if not 1 <= size <= self.max_page_size:
-            message = f"Must be a whole number from 1 to {self.max_page_size}."
-            raise exceptions.ValidationError({self.page_size_query_param: [message]})
-        return size
-
-    # Django's paginator says why: not an integer, less than 1, or past the last page.
-    invalid_page_message = "{message}."
-
-    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
-        try:
-            return super().paginate_queryset(queryset, request, view)
-        except exceptions.NotFound as exc:
-            raise exceptions.ValidationError({self.page_query_param: [str(exc.detail)]}) from None
-
-    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
-        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
-        for parameter in parameters:
-            if parameter["name"] == self.page_query_param:
-                parameter["schema"] = {"type": "integer", "minimum": 1}
-            elif parameter["name"] == self.page_size_query_param:
-                parameter["schema"] = {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": self.max_page_size,
-                }
-        return parameters
-
-
 @extend_schema_view(
     list=operation(
         summary="List runs",
         description="Newest first, paginated. Every run is listed, including earlier runs "
-        "of a reused workflow id.",
-        responses={200: s.RunSerializer(many=True), 400: FILTER_ERRORS, **READ_ERRORS},
+        "of a reused workflow id. Inputs, results and errors are previews with their sizes; "
+        "a run's detail has them whole.",
+        responses={200: s.RunSummarySerializer(many=True), 400: FILTER_ERRORS, **READ_ERRORS},
     ),
 )
 class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -244,7 +195,8 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         if isinstance(exc, WorkflowNotFoundError):
             exc = exceptions.NotFound(str(exc))
         elif isinstance(
-            exc, WorkflowAlreadyStartedError | WorkflowClosedError | WorkflowNotHeldError
+            exc,
+            WorkflowAlreadyStartedError | WorkflowClosedError | WorkflowNotHeldError | RunChanged,
         ):
             exc = Conflict(str(exc))
         elif isinstance(exc, QueryError):
@@ -252,10 +204,11 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         return super().handle_exception(exc)
 
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        queryset = self.filter_queryset(self.get_queryset())
+        # Payloads stay in the database: a page of runs carries their previews.
+        queryset = previews.with_previews(self.filter_queryset(self.get_queryset()))
         page = self.paginate_queryset(queryset)
         rows = page if page is not None else list(queryset)
-        data = self.get_serializer(run_states(list(rows)), many=True).data
+        data = s.RunSummarySerializer(previews.summaries(list(rows)), many=True).data
         return self.get_paginated_response(data) if page is not None else Response(data)
 
     @operation(
@@ -312,13 +265,24 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
 
     @operation(
         summary="Event history",
-        description="The run's whole history, oldest first.",
+        description="The run's history, oldest first, a page at a time: `limit` events (100 "
+        "by default, at most 1,000) after sequence `after`. Follow `next` to the end (it is "
+        "null on the last page) for the whole history, or export it with `manage.py workflow "
+        "history <id> --json`; `testing.replay` reads the joined `results`.",
         parameters=[ID_PARAMETER],
-        responses={200: s.EventSerializer(many=True), **READ_ERRORS, 404: NOT_FOUND},
+        responses={
+            200: s.EventSerializer(many=True),
+            400: _field_errors(bad_limit={"limit": ["Must be a whole number from 1 to 1000."]}),
+            **READ_ERRORS,
+            404: _error("No run with this workflow id (or no such `run_id` of it)."),
+            409: _error("On Temporal: `run_id` is no longer the id's current run."),
+        },
     )
-    @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
+    @action(detail=True, methods=["get"], pagination_class=EventPagination, filterset_class=None)
     def events(self, request: Request, id: str) -> Response:
-        return Response(s.EventSerializer(get_executor().history(id), many=True).data)
+        pages = EventPagination()
+        page = pages.read(request, id)
+        return pages.get_paginated_response(s.EventSerializer(page.events, many=True).data)
 
     @operation(
         summary="Send a signal",
@@ -458,9 +422,10 @@ class ApprovalViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
         return with_project_defaults(WorkflowPermission())
 
     def get_queryset(self) -> QuerySet[WorkflowRun]:
-        return WorkflowRun.objects.filter(
+        waiting = WorkflowRun.objects.filter(
             status=Status.RUNNING.value, waiting_for__startswith="signal:"
         ).order_by("waiting_since", "id")
+        return previews.with_previews(waiting, payloads=("input",))
 
 
 @extend_schema_view(

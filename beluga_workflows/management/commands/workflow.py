@@ -25,7 +25,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import heartbeats, registry, retention, timeline
+from ... import heartbeats, history_pages, previews, registry, retention, timeline
 from ...errors import (
     InvalidPayloadError,
     WorkflowAlreadyStartedError,
@@ -40,6 +40,7 @@ from ...models import WorkflowRun
 from ...options import MAX_DURATION, Signal, Status, WorkflowOptions
 from ...permissions import Operation, allowed, require, sender_name
 from ...state import WorkflowState
+from ..history_output import write_history
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -185,7 +186,11 @@ class Command(BaseCommand):
                 "Run the code of a run held for a fix again now (ON_WORKFLOW_ERROR = 'hold').",
             ),
             ("describe", "Show a run: status, input, result or error, what it waits for."),
-            ("history", "Show a run's event history, oldest first."),
+            (
+                "history",
+                "Show a run's whole event history, oldest first, written as it is read "
+                "(--json: one JSON list, as testing.replay reads it).",
+            ),
         ]:
             add(name, text).add_argument("id", help="Workflow id.")
 
@@ -356,21 +361,9 @@ class Command(BaseCommand):
         self._state(get_executor().describe(options["id"]))
 
     def do_history(self, options: dict[str, Any]) -> None:
-        events = get_executor().history(options["id"])
-        if self.as_json:
-            self._json([event.to_json() for event in events])
-            return
-        for event in events:
-            since_start = (event.timestamp - events[0].timestamp).total_seconds()
-            offset = timeline.format_duration(since_start)
-            self.stdout.write(
-                f"{event.sequence:>4}  {event.timestamp:%Y-%m-%d %H:%M:%S}  +{offset:<10} "
-                f"{event.type.value:<22} {timeline.describe(event)}"
-            )
+        write_history(self.stdout, history_pages.stream(options["id"]), self.as_json)
 
     def do_list(self, options: dict[str, Any]) -> None:
-        from ...state import run_states
-
         runs = WorkflowRun.objects.select_related("parent", "continued_from").order_by(
             "-created_at", "-id"
         )
@@ -388,7 +381,8 @@ class Command(BaseCommand):
             runs = runs.filter(status=Status.RUNNING.value, held__isnull=False)
         if options["limit"] < 1:
             raise ValueError("--limit must be at least 1.")
-        states = run_states(list(runs[: options["limit"]]))
+        # Inputs, results and errors as previews: a list never loads them whole.
+        states = previews.summaries(list(previews.with_previews(runs)[: options["limit"]]))
         if self.as_json:
             self._json([state.to_json() for state in states])
             return
