@@ -343,3 +343,21 @@ def test_an_event_larger_than_a_page_is_a_page_alone():
     assert fitting([PAGE_BYTES * 2, 10]) == 1
     assert fitting([10, PAGE_BYTES, 10]) == 1
     assert fitting([10, 10, None]) == 3 and fitting([]) == 0
+
+
+def test_the_schema_describes_both_shapes_and_the_event_pages(api):
+    schema = api("viewer").get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    paths, components = schema.json()["paths"], schema.json()["components"]["schemas"]
+    listed = components["BelugaPaginatedBelugaRunSummaryList"]["properties"]["results"]
+    assert listed["items"]["$ref"].endswith("/BelugaRunSummary")
+    summary = set(components["BelugaRunSummary"]["properties"])
+    assert {"input_preview", "input_size", "result_preview", "error_size"} <= summary
+    assert not {"input", "result", "error"} & summary
+    assert {"input", "result", "error"} <= set(components["BelugaRun"]["properties"])
+    assert "input" not in components["BelugaApproval"]["properties"]
+
+    events = paths["/api/workflows/{id}/events/"]["get"]
+    assert {p["name"] for p in events["parameters"]} == {"id", "limit", "after", "run_id"}
+    page = components["BelugaPaginatedBelugaEventList"]
+    assert set(page["required"]) == {"id", "run_id", "next", "results"}
+    assert page["properties"]["results"]["items"]["$ref"].endswith("/BelugaEvent")
