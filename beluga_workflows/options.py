@@ -134,11 +134,14 @@ def check_queue_name(name: Any, what: str = "An activity queue") -> str:
 class ActivityOptions:
     """Per-call options of ``ctx.execute_activity``; build them with ``with_activity_*``.
 
-    ``timeout`` bounds one attempt (start to close); ``heartbeat_timeout`` fails an attempt
-    that has not heartbeated (or started) for that long, even when its worker died;
+    ``timeout`` bounds one attempt from its start (a worker took it) to its end;
+    ``schedule_to_start_timeout`` fails an attempt that no worker started that long after it
+    was scheduled (or its retry became due); ``heartbeat_timeout`` fails an attempt that has
+    not heartbeated (or started) for that long, even when its worker died;
     ``schedule_to_close_timeout`` bounds all attempts together, retries' back-off included;
     ``queue`` is the Celery queue / Temporal task queue the activity runs on (None: the
-    executor's default). Every one is retried per ``retry`` except schedule-to-close.
+    executor's default). Start-to-close and heartbeat timeouts are retried per ``retry``;
+    schedule-to-start and schedule-to-close are not (as on Temporal).
     """
 
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -146,9 +149,10 @@ class ActivityOptions:
     heartbeat_timeout: timedelta | None = None
     schedule_to_close_timeout: timedelta | None = None
     queue: str | None = None
+    schedule_to_start_timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_timeout", "schedule_to_close_timeout"):
+        for name in ("heartbeat_timeout", "schedule_to_close_timeout", "schedule_to_start_timeout"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _positive(value, f"ActivityOptions.{name}"))
@@ -166,6 +170,8 @@ class ActivityOptions:
             data["heartbeat_timeout"] = self.heartbeat_timeout.total_seconds()
         if self.schedule_to_close_timeout is not None:
             data["schedule_to_close_timeout"] = self.schedule_to_close_timeout.total_seconds()
+        if self.schedule_to_start_timeout is not None:
+            data["schedule_to_start_timeout"] = self.schedule_to_start_timeout.total_seconds()
         if self.queue is not None:
             data["queue"] = self.queue
         return data
@@ -182,6 +188,7 @@ class ActivityOptions:
             heartbeat_timeout=seconds("heartbeat_timeout"),
             schedule_to_close_timeout=seconds("schedule_to_close_timeout"),
             queue=data.get("queue"),
+            schedule_to_start_timeout=seconds("schedule_to_start_timeout"),
         )
 
 
@@ -202,7 +209,8 @@ def with_activity_retry(policy: RetryPolicy) -> ActivityOption:
 
 
 def with_activity_timeout(timeout: Duration) -> ActivityOption:
-    """How long one attempt may take, start to close (default 5 minutes)."""
+    """How long one attempt may take, start to close (default 5 minutes): counted from when a
+    worker starts it, so an attempt waiting in line for a free worker is not running late."""
     delta = _positive(timeout, "An activity timeout")
     return lambda opts: replace(opts, timeout=delta)
 
@@ -221,6 +229,14 @@ def with_activity_schedule_to_close_timeout(timeout: Duration) -> ActivityOption
     return lambda opts: replace(opts, schedule_to_close_timeout=delta)
 
 
+def with_activity_schedule_to_start_timeout(timeout: Duration) -> ActivityOption:
+    """How long an attempt may wait for a worker to start it, from being scheduled (or from
+    its retry becoming due); past it the activity fails with an ``ActivityTimeoutError``,
+    not retried, as on Temporal (default: no limit)."""
+    delta = _positive(timeout, "An activity schedule-to-start timeout")
+    return lambda opts: replace(opts, schedule_to_start_timeout=delta)
+
+
 def with_activity_queue(name: str) -> ActivityOption:
     """Run the activity on the queue ``name`` (a Celery queue on the built-in engine, a task
     queue on Temporal), served by ``runworker --queues name``. ``"default"`` is the default."""
@@ -235,6 +251,7 @@ OPTION_FUNCTIONS = (
     "with_activity_timeout",
     "with_activity_heartbeat_timeout",
     "with_activity_schedule_to_close_timeout",
+    "with_activity_schedule_to_start_timeout",
     "with_activity_queue",
 )
 

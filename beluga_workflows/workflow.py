@@ -58,6 +58,7 @@ from .options import (
     with_activity_queue,
     with_activity_retry,
     with_activity_schedule_to_close_timeout,
+    with_activity_schedule_to_start_timeout,
     with_activity_timeout,
 )
 from .registry import activity, defn
@@ -127,6 +128,7 @@ __all__ = [
     "with_activity_queue",
     "with_activity_retry",
     "with_activity_schedule_to_close_timeout",
+    "with_activity_schedule_to_start_timeout",
     "with_activity_timeout",
 ]
 
