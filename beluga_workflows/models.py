@@ -162,9 +162,14 @@ class ActivityTask(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.SCHEDULED)
     #: The attempt may not start before this (retry backoff).
     not_before = models.DateTimeField()
-    #: The attempt fails with a timeout after this, even if the worker running it died.
-    deadline = models.DateTimeField()
+    #: The attempt fails with a timeout after this, even if the worker running it died. Once
+    #: it started: its start-to-close end (capped by schedule-to-close); before: its
+    #: schedule-to-start end or its schedule-to-close end, whichever is sooner, else none —
+    #: an attempt waiting for a free worker is not late (see ``engine/timeouts.py``).
+    deadline = models.DateTimeField(null=True, blank=True)
     dispatched_at = models.DateTimeField()
+    #: When a worker started the current attempt (None: scheduled, not started yet).
+    started_at = models.DateTimeField(null=True, blank=True)
     heartbeat = models.JSONField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
 

@@ -7,10 +7,15 @@ stops. The activity itself runs in its own thread so the attempt timeout holds e
 code never returns: the attempt is recorded as timed out and the thread's late result is
 ignored (``ActivityContext.is_cancelled()`` turns true for it).
 
+An attempt starts when a worker takes it, not when it is scheduled: the statement that
+claims it stamps ``started_at`` and moves its ``deadline`` to the start-to-close end (see
+:mod:`.timeouts`), so an attempt that waited in line for a free worker gets its whole
+timeout, and one that waited past its schedule-to-start timeout fails without running.
+
 An activity with a heartbeat timeout is timed out here when it goes that long without a
 heartbeat (counted from its start), and by the sweeper when its worker died: its lock is free
-and the task's ``heartbeat_at`` (stamped at the attempt's start, then by each heartbeat) is
-older than the timeout. The details of the last heartbeat stay on the task across retries,
+and the task's last heartbeat (``heartbeat_at``, else ``started_at``) is older than the
+timeout. The details of the last heartbeat stay on the task across retries,
 for the next attempt's ``ActivityContext.heartbeat_details``. A schedule-to-close timeout
 caps every attempt's deadline (see :mod:`.timeouts`); :func:`.steps.finish_activity` retries
 nothing past it.
@@ -28,6 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
@@ -42,7 +48,15 @@ from ..models import ActivityTask
 from ..serialization import ensure_json, ensure_size
 from . import eager, locks, runs, sql, steps
 from .store import with_reconnect
-from .timeouts import deadline_error, error_info, heartbeat_error, heartbeat_timeout
+from .timeouts import (
+    deadline_error,
+    error_info,
+    heartbeat_error,
+    heartbeat_timeout,
+    needs_start_stamp,
+    retryable,
+    started_deadline,
+)
 
 logger = logging.getLogger("beluga_workflows")
 
@@ -57,9 +71,10 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
     """
     key = locks.key(task_pk)
     previous = locks.take_pending()
+    now = timezone.now()
     if claimed is None:
         try:
-            task = sql.claim_attempt(key, task_pk, previous)
+            task = sql.claim_attempt(key, task_pk, previous, attempt, now)
         except (OperationalError, InterfaceError):
             # A kept connection that died since the last task (a restart, a terminated
             # backend): the deferred lock died with it. Claim on a new one.
@@ -68,7 +83,7 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
             connection.close()
             locks.forget()
             previous = None
-            task = sql.claim_attempt(key, task_pk, None)
+            task = sql.claim_attempt(key, task_pk, None, attempt, now)
         if previous is not None:
             locks.released()
             previous = None
@@ -80,14 +95,17 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
     try:
         if task.state != ActivityTask.State.SCHEDULED or task.attempt != attempt:
             return
-        now = timezone.now()
-        if task.deadline <= now:
-            error = deadline_error(task, attempt, "was not started")
-            with_reconnect(steps.finish_activity, task_pk, attempt, error=error)
+        if task.started_at is None and (task.deadline is None or task.deadline > now):
+            _start(task, now)  # an eager attempt: the claim statement started the others
+        if task.deadline is not None and task.deadline <= now:
+            # It waited past its schedule-to-start (or -close) end, or started before on a
+            # worker that died and is out of time.
+            error = deadline_error(task, attempt, "did not finish (its worker died)")
+            with_reconnect(
+                steps.finish_activity, task_pk, attempt, error=error, retryable=retryable(error)
+            )
             return
-        if heartbeat_timeout(task):
-            # Its start is its first sign of life: the sweeper counts the timeout from here.
-            ActivityTask.objects.filter(pk=task_pk, attempt=attempt).update(heartbeat_at=now)
+        assert task.deadline is not None and task.started_at is not None
         epoch = locks.epoch()
         outcome = _execute(task, (task.deadline - now).total_seconds())
         if locks.epoch() != epoch:
@@ -97,7 +115,7 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
         patience = max(3 * float(beluga_settings.REDISPATCH_AFTER), 30.0)
 
         def relock() -> None:
-            renew_lease(task_pk, attempt)
+            renew_lease(task)
 
         if previous is not None and "error" not in outcome:
             released, previous = previous, None
@@ -134,6 +152,17 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
                 locks.release(key)
 
 
+def _start(task: ActivityTask, now: datetime) -> None:
+    """Start an attempt the claim statement did not (an eager one: its step took its lock).
+    Its start is recorded now only when its waiting deadline would misjudge its worker's
+    death (see :func:`.timeouts.needs_start_stamp`); else by its first lease renewal."""
+    task.started_at, task.deadline = now, started_deadline(task, now)
+    if needs_start_stamp(task):
+        ActivityTask.objects.filter(pk=task.pk, attempt=task.attempt, started_at=None).update(
+            started_at=now, deadline=task.deadline
+        )
+
+
 def record_heartbeat(task_pk: int, attempt: int, details: Any) -> None:
     ActivityTask.objects.filter(pk=task_pk, attempt=attempt).update(
         heartbeat=details, heartbeat_at=timezone.now()
@@ -147,38 +176,47 @@ def attempt_is_current(task_pk: int, attempt: int) -> bool:
     ).exists()
 
 
-def renew_lease(task_pk: int, attempt: int) -> None:
+def renew_lease(task: ActivityTask) -> None:
     """Tell the sweeper this attempt is alive, and hold its lock again if the connection
     holding it died. Never raises: a database out of reach is tried again next time."""
     try:
         if locks.held():
             try:
-                _touch(task_pk, attempt)
+                _touch(task)
                 return
             except DatabaseError:
                 logger.warning("Lost the database connection while an activity ran; reconnecting")
                 connection.close()
                 locks.forget()
-        _touch(task_pk, attempt, relock=True)
+        _touch(task, relock=True)
     except DatabaseError:
-        logger.warning("Could not renew the lease of activity task %s", task_pk, exc_info=True)
+        logger.warning("Could not renew the lease of activity task %s", task.pk, exc_info=True)
 
 
-def _touch(task_pk: int, attempt: int, relock: bool = False) -> None:
+def _touch(task: ActivityTask, relock: bool = False) -> None:
+    """Move the lease on; an eager attempt not recorded as started yet is, by this write."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {ActivityTask._meta.db_table} SET dispatched_at = now() "
+            f"UPDATE {ActivityTask._meta.db_table} SET dispatched_at = now(), "
+            "deadline = CASE WHEN started_at IS NULL THEN %s ELSE deadline END, "
+            "started_at = COALESCE(started_at, %s) "
             "WHERE id = %s AND attempt = %s AND state = %s",
-            [task_pk, attempt, str(ActivityTask.State.SCHEDULED)],
+            [
+                task.deadline,
+                task.started_at,
+                task.pk,
+                task.attempt,
+                str(ActivityTask.State.SCHEDULED),
+            ],
         )
         if not relock:
             return
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [locks.key(task_pk)])
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [locks.key(task.pk)])
         if cursor.fetchone()[0]:
             locks.taken()
-            logger.info("Holding the lock of activity task %s again", task_pk)
+            logger.info("Holding the lock of activity task %s again", task.pk)
         else:  # a copy started in the moment the lock was free; the first outcome counts
-            logger.warning("Activity task %s is running elsewhere too", task_pk)
+            logger.warning("Activity task %s is running elsewhere too", task.pk)
 
 
 def _execute(task: ActivityTask, seconds: float) -> dict[str, Any]:
@@ -261,7 +299,7 @@ def _attempt(
             missed = True
             break
         if now >= renew_at:
-            renew_lease(task.pk, task.attempt)
+            renew_lease(task)
             renew_at = time.monotonic() + every
     if thread.is_alive():
         timed_out.set()

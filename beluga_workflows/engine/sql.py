@@ -8,7 +8,8 @@ behind a transaction-pooling PgBouncer anyway, see the README), and sent with ps
 pipeline mode so PostgreSQL receives a step's statements together:
 
 * :func:`claim_attempt` — release the previous attempt's advisory lock, try this attempt's,
-  and read the attempt with its run's ids: one statement;
+  start the attempt (its start-to-close deadline) and read it with its run's ids: one
+  statement;
 * :func:`lock_run_for_step` — lock the run row, mark the attempt's task completed if that
   attempt is still the one awaited, and read the history a cached continuation has not seen:
   one round trip (the run's lock first, as always);
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -88,26 +90,46 @@ _TASK_COLUMNS_ALL, _TASK_ATTNAMES, _TASK_JSON = _columns(ActivityTask)
 # Claiming an attempt ------------------------------------------------------------------------
 
 _CLAIM = (
-    f"SELECT pg_try_advisory_lock(%s), r.workflow_id, r.run_id, "
+    "WITH claim AS (SELECT pg_try_advisory_lock(%(key)s) AS locked), "
+    # The attempt starts: its start-to-close clock runs from now (see .timeouts). Only the
+    # lock's holder starts it, once, and not past the deadline it had while it waited.
+    f"started AS (UPDATE {_TASK} SET started_at = %(now)s, deadline = LEAST(%(now)s + "
+    "make_interval(secs => (options ->> 'timeout')::float8), "
+    "(options ->> 'close_by')::timestamptz) "
+    "WHERE id = %(task)s AND attempt = %(attempt)s AND state = 'scheduled' "
+    "AND started_at IS NULL AND (deadline IS NULL OR deadline > %(now)s) "
+    "AND (SELECT locked FROM claim) RETURNING started_at, deadline) "
+    "SELECT (SELECT locked FROM claim), r.workflow_id, r.run_id, "
+    "(SELECT started_at FROM started), (SELECT deadline FROM started), "
     f"{', '.join('t.' + c for c in _TASK_COLUMNS_ALL)} "
-    f"FROM {_TASK} t JOIN {_RUN} r ON r.id = t.run_id WHERE t.id = %s"
+    f"FROM {_TASK} t JOIN {_RUN} r ON r.id = t.run_id WHERE t.id = %(task)s"
 )
 
 
-def claim_attempt(lock_key: int, task_pk: int, release: int | None) -> ActivityTask | None:
+def claim_attempt(
+    lock_key: int, task_pk: int, release: int | None, attempt: int, now: datetime
+) -> ActivityTask | None:
     """Try the attempt's advisory lock and read its task (with the run's ids), releasing the
     lock of the attempt this thread ran before, if any. None if the task does not exist; the
-    task's ``locked`` attribute says whether the lock was taken."""
+    task's ``locked`` attribute says whether the lock was taken.
+
+    With the lock taken, the same statement starts ``attempt`` if it is the task's current
+    one and has not started yet: ``started_at`` becomes ``now`` and ``deadline`` its
+    start-to-close end — the write the sweeper needs to notice a killed worker, without a
+    round trip of its own. An attempt whose waiting deadline passed is not started."""
     with _pipeline() as raw:
         if release is not None:
             _cursor(raw).execute("SELECT pg_advisory_unlock(%s)", [release], prepare=True)
         cursor = _cursor(raw)
-        cursor.execute(_CLAIM, [lock_key, task_pk], prepare=True)
+        params = {"key": lock_key, "task": task_pk, "attempt": attempt, "now": now}
+        cursor.execute(_CLAIM, params, prepare=True)
     row = cursor.fetchone()
     if row is None:
         return None
-    locked, workflow_id, run_id, *values = row
+    locked, workflow_id, run_id, started_at, deadline, *values = row
     task = ActivityTask.from_db(connection.alias, _TASK_ATTNAMES, _loaded(values, _TASK_JSON))
+    if started_at is not None:  # the statement's snapshot read the row before it started
+        task.started_at, task.deadline = started_at, deadline
     task.locked = bool(locked)  # type: ignore[attr-defined]
     task.run = WorkflowRun(pk=task.run_id, workflow_id=workflow_id, run_id=run_id)
     return task

@@ -379,15 +379,15 @@ def finish_activity(
                 )
                 task.attempt = attempt + 1
                 task.not_before = now + delay
-                task.deadline = task.not_before + options.timeout
-                if close_by is not None:
-                    task.deadline = min(task.deadline, close_by)
+                # Not started: its start-to-close clock starts when a worker takes it.
+                task.started_at = None
+                task.deadline = timeouts.waiting_deadline(options, task.not_before, close_by)
                 task.dispatched_at = now
                 # The last heartbeat's details stay for the next attempt (heartbeat_details);
                 # its time goes, so the heartbeat timeout counts from that attempt's start.
                 task.heartbeat_at = None
                 fields = ["attempt", "not_before", "deadline", "dispatched_at", "heartbeat_at"]
-                task.save(update_fields=fields)
+                task.save(update_fields=[*fields, "started_at"])
                 appender.save(["last_sequence"])
                 dispatch.activity(
                     task.pk, task.attempt, countdown=delay.total_seconds(), queue=options.queue

@@ -1,11 +1,12 @@
 """The safety net that makes a killed worker lose nothing.
 
-``runworker`` calls :func:`sweep` every ``POLL_INTERVAL`` seconds. It fires due timers,
+``runworker`` calls :func:`sweep` every ``POLL_INTERVAL`` seconds. It fires due timers;
 notices activity attempts whose worker died (their advisory lock is free) and either times
 them out (past their deadline, or silent past their heartbeat timeout) or sends them again
-(on their own queue), re-advances runs whose workflow-step message was lost, and hands
-closed children's outcomes to parents that have not received them (the worker died between
-the two). It never relies on the broker redelivering anything.
+(on their own queue); fails attempts no worker started within their schedule-to-start
+timeout; re-advances runs whose workflow-step message was lost; and hands closed children's
+outcomes to parents that have not received them (the worker died between the two). It
+never relies on the broker redelivering anything.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import Status
 from . import dispatch, holds, steps
 from .locks import advisory_lock
-from .timeouts import deadline_error, heartbeat_error, heartbeat_missed
+from .timeouts import deadline_error, heartbeat_error, heartbeat_missed, retryable
 
 logger = logging.getLogger("beluga_workflows")
 BATCH = 200
@@ -91,7 +92,7 @@ def fire_due_timers() -> int:
 def _silent(now: datetime) -> RawSQL:
     """Attempts started (or last heartbeating) longer ago than their heartbeat timeout."""
     return RawSQL(
-        "(heartbeat_at IS NOT NULL AND heartbeat_at + "
+        "(COALESCE(heartbeat_at, started_at) + "
         "make_interval(secs => (options ->> 'heartbeat_timeout')::float8) <= %s)",
         [now],
         output_field=BooleanField(),
@@ -119,9 +120,10 @@ def recover_activities() -> int:
                 # Started, then silent: its worker died (a live one would hold the lock).
                 why = " (its worker died)"
                 steps.finish_activity(pk, attempt, error=heartbeat_error(task, attempt, why))
-            elif task.deadline <= timezone.now():
-                cause = "did not finish (its worker died or never picked it up)"
-                steps.finish_activity(pk, attempt, error=deadline_error(task, attempt, cause))
+            elif task.deadline is not None and task.deadline <= timezone.now():
+                # Started and out of time (its worker died), or never started in time.
+                error = deadline_error(task, attempt, "did not finish (its worker died)")
+                steps.finish_activity(pk, attempt, error=error, retryable=retryable(error))
             elif backlog.may_wait(dispatch.activity_queue(queue), task.dispatched_at, now):
                 continue  # its message may still be queued behind others
             else:
