@@ -295,7 +295,10 @@ class WorkflowEnvironment(DurableExecutor):
     # -- activities ------------------------------------------------------------------------------
     def _run_activity(self, task: Task) -> None:
         """One attempt, in this thread (an activity that uses the ORM sees the test's
-        transaction). Its timeout is checked when it returns: nothing interrupts a slow one."""
+        transaction). Its timeout is checked when it returns: nothing interrupts a slow one.
+        It counts from the attempt's start, as on both executors; and an attempt starts the
+        moment the clock reaches its due time, so a schedule-to-start timeout never expires
+        here (it needs a worker that is busy or missing)."""
         run, attempt = task.run, task.attempt
         ctx = ActivityContext(
             run.workflow_id,
@@ -328,7 +331,7 @@ class WorkflowEnvironment(DurableExecutor):
             timeout = ActivityTimeoutError(
                 f"Attempt {attempt} of {task.name!r} did not finish within its {limit:g}s timeout."
             )
-            error, retryable = error_info(timeout), True
+            error, retryable = error_info(timeout, "start_to_close"), True
         self._engine.finish_attempt(task, attempt, result, error, retryable)
 
 

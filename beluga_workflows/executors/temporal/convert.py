@@ -159,6 +159,15 @@ def retry_policy(options: ActivityOptions) -> temporalio.common.RetryPolicy:
     )
 
 
+#: Temporal's timeout types by the names the built-in engine records (``error["timeout"]``).
+TIMEOUT_KINDS: dict[int, str] = {
+    temporalio.exceptions.TimeoutType.START_TO_CLOSE: "start_to_close",
+    temporalio.exceptions.TimeoutType.SCHEDULE_TO_START: "schedule_to_start",
+    temporalio.exceptions.TimeoutType.SCHEDULE_TO_CLOSE: "schedule_to_close",
+    temporalio.exceptions.TimeoutType.HEARTBEAT: "heartbeat",
+}
+
+
 def activity_failure(
     err: temporalio.exceptions.ActivityError, name: str, options: ActivityOptions
 ) -> tuple[int, dict[str, Any]]:
@@ -172,6 +181,8 @@ def activity_failure(
         error = {"type": cause.type or "Error", "message": cause.message}
     elif isinstance(cause, temporalio.exceptions.TimeoutError):
         error = {"type": "ActivityTimeoutError", "message": _timeout_message(name, cause, options)}
+        if cause.type in TIMEOUT_KINDS:  # which one, as the built-in engine records it
+            error["timeout"] = TIMEOUT_KINDS[cause.type]
     elif cause is not None:
         error = {"type": type(cause).__name__, "message": getattr(cause, "message", str(cause))}
     else:
@@ -189,6 +200,14 @@ def _timeout_message(
     if kind == temporalio.exceptions.TimeoutType.HEARTBEAT and options.heartbeat_timeout:
         limit = options.heartbeat_timeout.total_seconds()
         return f"{name!r} sent no heartbeat for {limit:g}s (its heartbeat timeout)."
+    if kind == temporalio.exceptions.TimeoutType.SCHEDULE_TO_START and (
+        options.schedule_to_start_timeout
+    ):
+        limit = options.schedule_to_start_timeout.total_seconds()
+        return (
+            f"{name!r} was not started within its {limit:g}s schedule-to-start timeout "
+            "(no worker of its task queue was free to take it)."
+        )
     if kind == temporalio.exceptions.TimeoutType.SCHEDULE_TO_CLOSE and (
         options.schedule_to_close_timeout
     ):

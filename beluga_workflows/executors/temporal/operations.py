@@ -114,6 +114,7 @@ class Operations:
             activity_id=activity_id,
             task_queue=options.queue,  # None: the run's own task queue
             start_to_close_timeout=options.timeout,
+            schedule_to_start_timeout=options.schedule_to_start_timeout,
             heartbeat_timeout=options.heartbeat_timeout,
             schedule_to_close_timeout=options.schedule_to_close_timeout,
             retry_policy=convert.retry_policy(options),

@@ -227,6 +227,11 @@ class _Reader(CompositionFold, HeldFold):
     def on_activity_task_timed_out_event_attributes(self, event: Any, a: Any, at: datetime) -> None:
         _, name = self.activities.get(a.scheduled_event_id, (-1, ""))
         error = {"type": "ActivityTimeoutError", "message": f"{name!r} ran past its timeout."}
+        kind = a.failure.timeout_failure_info.timeout_type if a.HasField("failure") else 0
+        if kind in convert.TIMEOUT_KINDS:
+            error["timeout"] = convert.TIMEOUT_KINDS[kind]
+            if error["timeout"] == "schedule_to_start":
+                error["message"] = f"{name!r} was not started within its timeout."
         self._activity_failed(a, at, error)
 
     def on_activity_task_cancel_requested_event_attributes(
