@@ -361,3 +361,38 @@ def test_the_schema_describes_both_shapes_and_the_event_pages(api):
     page = components["BelugaPaginatedBelugaEventList"]
     assert set(page["required"]) == {"id", "run_id", "next", "results"}
     assert page["properties"]["results"]["items"]["$ref"].endswith("/BelugaEvent")
+
+
+@pytest.mark.temporal
+@pytest.mark.django_db(transaction=True)
+def test_on_temporal_the_list_previews_the_mirror_and_events_page_temporals_history(
+    use_temporal: Any, worker_factory: Any, api: Any
+) -> None:
+    from beluga_workflows import workflow
+    from tests import workflows_conformance as wf
+    from tests.harness import wait_until
+
+    worker_factory()
+    executor = workflow.new("temporal")
+    item = "y" * 50_000
+    handle = executor.execute(wf.signal_order, workflow.WorkflowOptions(id="t-pages", input=4))
+    for name, payload in [("go", None)] + [("item", item)] * 4:
+        executor.signal("t-pages", workflow.Signal(name, payload))
+    assert handle.result(timeout=30) == [item] * 4
+    client = api("viewer")
+    listed = wait_until(
+        lambda: [r for r in client.get(LIST).json()["results"] if r["status"] == "completed"],
+        30,
+        message="the mirrored row completed",
+    )
+    assert listed[0]["result_size"] > 200_000 and "result" not in listed[0]
+    assert len(listed[0]["result_preview"]) == previews.PREVIEW_CHARS
+
+    whole = [event.sequence for event in executor.history("t-pages")]
+    sequences, url = [], events_url("t-pages") + "?limit=3"
+    while url:
+        page = client.get(url).json()
+        assert len(page["results"]) <= 3 and page["run_id"] == handle.run_id
+        sequences += [e["sequence"] for e in page["results"]]
+        url = page["next"]
+    assert sequences == whole
