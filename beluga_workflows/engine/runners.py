@@ -66,13 +66,14 @@ def decide(
         finally:
             once.close()
     with _lock:
-        # Within a transaction the continuation of an earlier round is still pending; one
-        # left pending by a transaction that rolled back is ahead of the database.
+        # Within a transaction the continuation of an earlier round is still pending. One
+        # left pending by another transaction is that transaction's, which has ended since
+        # (we hold the run's lock now) but may not have handed it back to the cache yet: it
+        # is as good as a cached one, and the check below finds it ahead of the database if
+        # that transaction rolled back. Replaying instead would make every step of a wide
+        # fan-out, whose completions commit back to back in several threads, a full replay.
         cont, owner = _pending.pop(run.pk, (None, None))
-        if owner is not appender and cont is not None:
-            cont.close()
-            cont = None
-        first_round = cont is None
+        first_round = owner is not appender
         if cont is None:
             cont = _cache.pop(run.pk, None)
     if cont is not None and (
@@ -91,7 +92,7 @@ def decide(
     with _lock:
         _pending[run.pk] = (cont, appender)
     if first_round:
-        transaction.on_commit(lambda: _remember(run.pk, size))
+        transaction.on_commit(lambda: _remember(run.pk, size, appender))
     return decision
 
 
@@ -131,12 +132,15 @@ def forget(run_pk: int) -> None:
         cont.close()
 
 
-def _remember(run_pk: int, size: int) -> None:
+def _remember(run_pk: int, size: int, appender: Appender) -> None:
+    """On commit: the continuation this transaction left pending goes back into the cache —
+    unless the next transaction of the run took it already (see :func:`decide`)."""
     evicted: list[Continuation] = []
     with _lock:
-        cont, _ = _pending.pop(run_pk, (None, None))
-        if cont is None:
+        cont, owner = _pending.get(run_pk, (None, None))
+        if cont is None or owner is not appender:
             return
+        del _pending[run_pk]
         _cache[run_pk] = cont
         while len(_cache) > size:
             evicted.append(_cache.popitem(last=False)[1])
