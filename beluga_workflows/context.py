@@ -20,6 +20,7 @@ from .futures import (
     ChildSignalFuture,
     ChildWorkflowFuture,
     Future,
+    Group,
     SignalFuture,
     TimerFuture,
     first_settled,
@@ -126,10 +127,8 @@ class WorkflowContext:
         """Wait for all; return their results in order. If any failed, raise the failure that
         came first in the history — after all have finished, so no outcome is lost."""
         pending = self._own(futures, "gather")
-        self._m.wait(
-            lambda: all(f.done() for f in pending),
-            lambda: [f.wait for f in pending if not f.done()],
-        )
+        group = Group(pending)
+        self._m.wait(group.all_done, group.waits)
         failed = first_settled([f for f in pending if f.failed])
         if failed is not None:
             failed.outcome()
@@ -145,10 +144,11 @@ class WorkflowContext:
         delta = to_timedelta(timeout, "wait_any timeout")
         timer = self.timer(delta, name="timeout") if delta is not None else None
         watched = candidates + ([timer] if timer is not None else [])
-        self._m.wait(
-            lambda: any(f.done() for f in watched),
-            lambda: [f.wait for f in watched],
-        )
+        group = Group(watched)
+        try:
+            self._m.wait(lambda: group.any_done, group.waits)
+        finally:
+            group.close()
         first = first_settled(watched)
         if timer is not None and first is not timer:
             timer.cancel()

@@ -14,7 +14,7 @@ they are emitted as commands and which event reaches which future.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import (
@@ -60,6 +60,8 @@ class Future:
         self._error: BaseException | None = None
         #: Sequence number of the event that settled this future (its place in history).
         self.settled_at = 0
+        #: Called with this future when it settles (a :class:`Group` waiting on it).
+        self._listeners: list[Callable[[Future], None]] = []
 
     def __repr__(self) -> str:
         state = "done" if self._done else "pending"
@@ -100,6 +102,8 @@ class Future:
         self._done, self._value, self._error = True, value, error
         self.settled_at = sequence
         self._m.settled(self)
+        for listener in self._listeners:
+            listener(self)
 
     def apply(self, event: HistoryEvent) -> None:
         """An event of this future's step was read (the command events are not passed)."""
@@ -242,3 +246,71 @@ def first_settled(futures: list[Future]) -> Future | None:
     """The future whose settling event comes first in the history (argument order on ties)."""
     done = [f for f in futures if f.done()]
     return min(done, key=lambda f: f.settled_at) if done else None
+
+
+#: Kinds whose waits are listed one by one: each has its own deadline (a timer's, a signal
+#: wait's timeout) that the run's ``waiting_deadline`` is taken from.
+_TIMED = ("signal", "timer")
+
+
+class Group:
+    """Futures waited on together (``gather``, ``wait_any``), kept up to date as each one
+    settles, so that reading one event costs O(1) however many are outstanding: a
+    10,000-wide fan-out must not rescan 10,000 futures after every completion."""
+
+    def __init__(self, futures: Sequence[Future]) -> None:
+        self._left: dict[int, Future] = {}
+        self._timed: dict[int, Future] = {}
+        self._counts: dict[tuple[str, str], list[int]] = {}  # (kind, name) -> [count, a step]
+        self._order: list[Any] = []  # timed futures' ids and (kind, name) groups, in order
+        #: Whether any of the futures is done (wait_any's condition).
+        self.any_done = False
+        for future in futures:
+            if future.done():
+                self.any_done = True
+                continue
+            key = id(future)
+            if key in self._left:
+                continue
+            self._left[key] = future
+            if future.kind in _TIMED:
+                self._timed[key] = future
+                self._order.append(key)
+            else:
+                group = (future.kind, future.name)
+                if group not in self._counts:
+                    self._counts[group] = [0, future.step]
+                    self._order.append(group)
+                self._counts[group][0] += 1
+            future._listeners.append(self._settled)
+
+    def _settled(self, future: Future) -> None:
+        if self._left.pop(id(future), None) is None:
+            return
+        self.any_done = True
+        if self._timed.pop(id(future), None) is None:
+            self._counts[(future.kind, future.name)][0] -= 1
+
+    def all_done(self) -> bool:
+        return not self._left
+
+    def waits(self) -> list[Wait]:
+        """What is still outstanding: one wait per kind and name (with its count), and each
+        timed wait on its own."""
+        waits = []
+        for key in self._order:
+            if isinstance(key, tuple):
+                count, step = self._counts[key]
+                if count:
+                    waits.append(Wait(key[0], key[1], step, count))
+            elif key in self._timed:
+                waits.append(self._timed[key].wait)
+        return waits
+
+    def close(self) -> None:
+        """Stop listening to the futures still outstanding (the wait is over)."""
+        for future in self._left.values():
+            if self._settled in future._listeners:
+                future._listeners.remove(self._settled)
+        self._left.clear()
+        self._timed.clear()

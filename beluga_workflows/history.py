@@ -215,6 +215,9 @@ class Wait:
     kind: str  # a value of WAIT_KINDS
     name: str
     step: int
+    #: How many steps of this kind and name it stands for (a fan-out's activities are one
+    #: wait of many, so a wide step's waits cost O(1), not O(width)); ``step`` is one of them.
+    count: int = 1
 
 
 def waiting_label(waits: list[Wait]) -> str:
@@ -225,7 +228,7 @@ def waiting_label(waits: list[Wait]) -> str:
     """
     counts: dict[tuple[str, str], int] = {}
     for wait in waits:
-        counts[(wait.kind, wait.name)] = counts.get((wait.kind, wait.name), 0) + 1
+        counts[(wait.kind, wait.name)] = counts.get((wait.kind, wait.name), 0) + wait.count
     ordered = sorted(counts, key=lambda key: _WAIT_ORDER.index(key[0]))
     parts = [
         f"{kind}:{name}" + (f" ({n})" if (n := counts[kind, name]) > 1 else "")

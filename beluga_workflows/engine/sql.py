@@ -231,6 +231,39 @@ _CLOSE = (
 )
 
 
+#: Rows per ``INSERT`` of a step's events or tasks: a wide step (a fan-out of thousands of
+#: activities) is written in several statements of one round trip, each far below
+#: PostgreSQL's 65,535 bind parameters per statement (13 a task, 8 an event).
+CHUNK = 1000
+
+
+def _chunks(rows: Sequence[Any]) -> list[Sequence[Any]]:
+    return [rows[i : i + CHUNK] for i in range(0, len(rows), CHUNK)]
+
+
+def _insert_events(run: WorkflowRun, events: Sequence[HistoryEvent]) -> tuple[str, list[Any]]:
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(events))
+    params: list[Any] = []
+    for e in events:
+        params += [run.pk, e.sequence, e.type.value, e.step, e.name, e.attempt,
+                   _json(e.data, null=False), e.timestamp]  # fmt: skip
+    return f"INSERT INTO {_EVENT} ({', '.join(_EVENT_COLUMNS)}) VALUES {values}", params
+
+
+def _insert_tasks(tasks: Sequence[ActivityTask]) -> tuple[str, list[Any]]:
+    one = "(" + ", ".join(["%s"] * len(_TASK_COLUMNS)) + ")"
+    params: list[Any] = []
+    for t in tasks:
+        params += [
+            t.run_id, t.step, t.name, t.reference, _json(t.input),
+            _json(t.options, null=False), t.attempt, t.state, t.not_before,
+            t.deadline, t.dispatched_at, _json(t.heartbeat), t.heartbeat_at,
+        ]  # fmt: skip
+    query = (f"INSERT INTO {_TASK} ({', '.join(_TASK_COLUMNS)}) "
+             f"VALUES {', '.join([one] * len(tasks))} RETURNING id, step")  # fmt: skip
+    return query, params
+
+
 def write(
     run: WorkflowRun,
     events: Sequence[HistoryEvent],
@@ -240,23 +273,21 @@ def write(
     claim: int | None = None,
 ) -> bool:
     """Insert events and activity tasks (setting the tasks' primary keys) and update the run's
-    ``fields``, in one statement. With ``closing``, a second statement in the same round trip
-    cancels the run's open tasks and timers, wakes whoever waits for its result
-    (:mod:`.notify`, on commit), and answers whether it has running children its close must
-    cancel. With ``claim`` (a lock key space), the first task also gets its advisory lock
-    (``task.locked``): this thread runs it next (eager), and the lock is taken before anyone
-    else can see the task."""
+    ``fields``: one statement, or for a wide step one more per :data:`CHUNK` rows, all in one
+    round trip. With ``closing``, a further statement cancels the run's open tasks and timers,
+    wakes whoever waits for its result (:mod:`.notify`, on commit), and answers whether it has
+    running children its close must cancel. With ``claim`` (a lock key space), the first task
+    also gets its advisory lock (``task.locked``): this thread runs it next (eager), and the
+    lock is taken before anyone else can see the task."""
     if not (events or tasks or fields or closing):
         return False
+    event_chunks, task_chunks = _chunks(events), _chunks(tasks)
     parts: list[str] = []
     params: list[Any] = []
-    if events:
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(events))
-        parts.append(f"new_events AS (INSERT INTO {_EVENT} ({', '.join(_EVENT_COLUMNS)}) "
-                     f"VALUES {values})")  # fmt: skip
-        for e in events:
-            params += [run.pk, e.sequence, e.type.value, e.step, e.name, e.attempt,
-                       _json(e.data, null=False), e.timestamp]  # fmt: skip
+    if event_chunks:
+        query, values = _insert_events(run, event_chunks.pop(0))
+        parts.append(f"new_events AS ({query})")
+        params += values
     if fields:
         run.updated_at = timezone.now()
         sets = []
@@ -269,16 +300,10 @@ def write(
         parts.append(f"run_row AS (UPDATE {_RUN} SET {', '.join(sets)} WHERE id = %s)")
         params.append(run.pk)
     final = "SELECT NULL, NULL, NULL WHERE false"
-    if tasks:
-        one = "(" + ", ".join(["%s"] * len(_TASK_COLUMNS)) + ")"
-        parts.append(f"new_tasks AS (INSERT INTO {_TASK} ({', '.join(_TASK_COLUMNS)}) "
-                     f"VALUES {', '.join([one] * len(tasks))} RETURNING id, step)")  # fmt: skip
-        for t in tasks:
-            params += [
-                t.run_id, t.step, t.name, t.reference, _json(t.input),
-                _json(t.options, null=False), t.attempt, t.state, t.not_before,
-                t.deadline, t.dispatched_at, _json(t.heartbeat), t.heartbeat_at,
-            ]  # fmt: skip
+    if task_chunks:
+        query, values = _insert_tasks(task_chunks.pop(0))
+        parts.append(f"new_tasks AS ({query})")
+        params += values
         locking = "NULL::boolean"
         if claim is not None:
             locking = "CASE WHEN step = %s THEN pg_try_advisory_lock(%s::bigint | id) END"
@@ -286,15 +311,26 @@ def write(
         final = f"SELECT id, step, {locking} FROM new_tasks"
     query = (f"WITH {', '.join(parts)} " if parts else "") + final
     children = None
+    written: list[psycopg.Cursor[Any]] = []
     with _pipeline() as raw:
-        written = _cursor(raw)
-        written.execute(query, params, prepare=True)
+        first = _cursor(raw)
+        first.execute(query, params, prepare=True)
+        written.append(first)
+        for chunk in event_chunks:
+            _cursor(raw).execute(*_insert_events(run, chunk), prepare=True)
+        for chunk in task_chunks:
+            more = _cursor(raw)
+            more.execute(*_insert_tasks(chunk), prepare=True)
+            written.append(more)
         if closing:
             children = _cursor(raw)
             pk = run.pk
             children.execute(_CLOSE, [pk, pk, notify.CHANNEL, str(run.run_id), pk], prepare=True)
     if tasks:
-        by_step = {step: (pk, locked) for pk, step, locked in written.fetchall()}
+        by_step: dict[int, tuple[int, Any]] = {}
+        for cursor in written:
+            for row in cursor.fetchall():
+                by_step[row[1]] = (row[0], row[2] if len(row) > 2 else None)
         for task in tasks:
             task.pk, task.locked = by_step[task.step]  # type: ignore[attr-defined]
     if children is None:
