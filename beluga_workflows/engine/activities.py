@@ -61,6 +61,32 @@ from .timeouts import (
 logger = logging.getLogger("beluga_workflows")
 
 
+#: Pauses before claiming again an attempt whose lock someone holds without having started
+#: it: most likely the sweeper, looking at work that waited long in the queue (a wide
+#: fan-out's), which lets go within milliseconds. Giving up at once would leave the attempt
+#: to wait for the sweeper to send it again, ``REDISPATCH_AFTER`` later.
+_RECLAIM_PAUSES = (0.005, 0.02, 0.05, 0.1)
+
+
+def _inspected(task: ActivityTask, attempt: int) -> bool:
+    """Whether the attempt's lock is held by someone who has not started it."""
+    return (
+        task.state == ActivityTask.State.SCHEDULED
+        and task.attempt == attempt
+        and task.started_at is None
+    )
+
+
+def _claim_again(key: int, task_pk: int, attempt: int) -> ActivityTask | None:
+    task = None
+    for pause in _RECLAIM_PAUSES:
+        time.sleep(pause)
+        task = sql.claim_attempt(key, task_pk, None, attempt, timezone.now())
+        if task is None or task.locked or not _inspected(task, attempt):  # type: ignore[attr-defined]
+            break
+    return task
+
+
 def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None) -> None:
     """Execute one attempt if it is still due, and record its outcome.
 
@@ -87,6 +113,8 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
         if previous is not None:
             locks.released()
             previous = None
+        if task is not None and not task.locked and _inspected(task, attempt):  # type: ignore[attr-defined]
+            task = _claim_again(key, task_pk, attempt)
         if task is None or not task.locked:  # type: ignore[attr-defined]
             return  # gone, or running elsewhere (a duplicate delivery)
         locks.taken()

@@ -106,7 +106,19 @@ def recover_activities() -> int:
         Q(deadline__lte=now) | Q(dispatched_at__lte=stale, not_before__lte=stale) | Q(_silent(now))
     )
     acted = 0
-    for pk, attempt in candidates.values_list("pk", "attempt")[:BATCH]:
+    rows = candidates.values_list(
+        "pk", "attempt", "started_at", "deadline", "dispatched_at", "options__queue"
+    )[:BATCH]
+    for pk, attempt, started_at, deadline, dispatched_at, queue in rows:
+        if (
+            started_at is None
+            and (deadline is None or deadline > now)
+            and backlog.may_wait(dispatch.activity_queue(queue), dispatched_at, now)
+        ):
+            # Never started, not late, and its message may still wait behind others (a wide
+            # fan-out's backlog): nothing to do — and no lock taken, which would make the
+            # worker that takes the message meanwhile think it runs elsewhere.
+            continue
         with advisory_lock(pk) as free:
             if not free:
                 continue  # a live worker is running it; that worker enforces the timeout
