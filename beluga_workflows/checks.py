@@ -13,7 +13,8 @@ E005   ``TEMPORAL`` is not a dict, lacks a string ``HOST``/``NAMESPACE``/``TASK_
        has a bad ``TLS``, ``API_KEY``, ``DATA_CONVERTER`` or ``PAYLOAD_CODEC``, or has keys
        we do not know
 E006   the built-in engine on a database other than PostgreSQL
-E007   ``MAX_PAYLOAD_BYTES`` is not a positive whole number or None
+E007   ``MAX_PAYLOAD_BYTES``, ``MAX_PENDING_STEPS``, ``MAX_HISTORY_EVENTS`` or
+       ``MAX_HISTORY_BYTES`` is not a positive whole number or None
 E008   ``WORKFLOW_QUEUE`` or ``ACTIVITY_QUEUE`` is not a non-empty string
 E009   the Temporal executor without the packages it needs (the ``temporal`` extra)
 E010   ``RETENTION`` is not a positive timedelta, a positive number of seconds, or None
@@ -293,18 +294,30 @@ def _database() -> list[Error]:
     ]
 
 
+#: Settings that are a positive whole number or None, and what they count.
+LIMITS = {
+    "MAX_PAYLOAD_BYTES": "bytes",
+    "MAX_PENDING_STEPS": "steps",
+    "MAX_HISTORY_EVENTS": "events",
+    "MAX_HISTORY_BYTES": "bytes",
+}
+
+
 def _payload_limit() -> list[Error]:
-    limit = beluga_settings.MAX_PAYLOAD_BYTES
-    if limit is None or (not isinstance(limit, bool) and isinstance(limit, int) and limit >= 1):
-        return []
-    return [
-        Error(
-            f"BELUGA_WORKFLOWS['MAX_PAYLOAD_BYTES'] must be a positive whole number of "
-            f"bytes or None, not {limit!r}.",
-            hint=f"The default is {DEFAULTS['MAX_PAYLOAD_BYTES']} (1 MiB); None: no limit.",
-            id="beluga_workflows.E007",
+    errors = []
+    for key, unit in LIMITS.items():
+        limit = getattr(beluga_settings, key)
+        if limit is None or (not isinstance(limit, bool) and isinstance(limit, int) and limit >= 1):
+            continue
+        errors.append(
+            Error(
+                f"BELUGA_WORKFLOWS['{key}'] must be a positive whole number of {unit} or None, "
+                f"not {limit!r}.",
+                hint=f"The default is {DEFAULTS[key]:,}; None: no limit.",
+                id="beluga_workflows.E007",
+            )
         )
-    ]
+    return errors
 
 
 def _queues() -> list[Error]:

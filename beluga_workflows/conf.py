@@ -55,6 +55,12 @@ DEFAULTS: dict[str, Any] = {
     # Largest run input, signal payload or activity result accepted, in bytes of JSON (None:
     # no limit). Every value is stored in the history, often more than once.
     "MAX_PAYLOAD_BYTES": 1_048_576,
+    # Limits per run (None: no limit), refused with a WorkflowLimitError naming the limit:
+    # steps started and not finished (both executors), events in the history and bytes of
+    # their details (built-in engine; Temporal has its own). See beluga_workflows.limits.
+    "MAX_PENDING_STEPS": 20_000,
+    "MAX_HISTORY_EVENTS": 100_000,
+    "MAX_HISTORY_BYTES": 1 << 30,
     # Hooks around every workflow step and activity attempt and on each run's close: dotted
     # paths to classes (made once per process) or objects; the first is the outermost. See
     # beluga_workflows.hooks and docs/observability.md.

@@ -223,6 +223,24 @@ class QueryError(WorkflowError):
     """A query type the run has no handler for, or a handler that raised."""
 
 
+class WorkflowLimitError(WorkflowError):
+    """A run reached one of the engine's per-run limits (``MAX_PENDING_STEPS``,
+    ``MAX_HISTORY_EVENTS``, ``MAX_HISTORY_BYTES``): refused at once, never a hang. ``limit``
+    names the setting, ``value`` what the run reached, ``maximum`` the setting's value."""
+
+    def __init__(self, workflow_id: str, limit: str, value: int, maximum: int, what: str) -> None:
+        super().__init__(
+            f"Workflow {workflow_id!r} reached {limit} = {maximum:,}: {what} ({value:,}). "
+            "Split the work: ctx.continue_as_new() starts a fresh history, and child workflows "
+            "each carry a part of a fan-out (docs/operations.md, 'Limits per run')."
+        )
+        self.workflow_id = workflow_id
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+        self.what = what
+
+
 class WorkflowNameError(WorkflowError, LookupError):
     """A workflow name that is not registered (or an unimportable function reference)."""
 
@@ -261,6 +279,14 @@ def error_to_json(error: BaseException) -> dict[str, Any]:
         )
     elif isinstance(error, NonDeterminismError):
         data.update(step=error.step, expected=error.expected, got=error.got)
+    elif isinstance(error, WorkflowLimitError):
+        data.update(
+            workflow_id=error.workflow_id,
+            limit=error.limit,
+            value=error.value,
+            maximum=error.maximum,
+            what=error.what,
+        )
     elif isinstance(error, DeterminismViolationError):
         data.update(
             call=error.call,
@@ -313,6 +339,14 @@ def error_from_json(data: dict[str, Any]) -> WorkflowError:
         )
     if kind == "NonDeterminismError":
         return NonDeterminismError(data["step"], data["expected"], data["got"])
+    if kind == "WorkflowLimitError" and "limit" in data:
+        return WorkflowLimitError(
+            data.get("workflow_id", ""),
+            data["limit"],
+            int(data.get("value", 0)),
+            int(data.get("maximum", 0)),
+            data.get("what", ""),
+        )
     if kind == "DeterminismViolationError" and "call" in data:
         return DeterminismViolationError(
             data["call"],

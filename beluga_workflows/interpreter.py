@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from . import limits
 from .errors import NonDeterminismError, WorkflowCanceledError
 from .futures import Future, SignalFuture, TimerFuture
 from .history import (
@@ -160,6 +161,7 @@ class Machine:
         self.signals: dict[str, deque[HistoryEvent]] = {}  # arrived, not taken by a wait
         self.waiters: dict[str, deque[SignalFuture]] = {}  # waiting, in creation order
         self.patch_memo: dict[str, bool] = {}
+        self.max_pending = limits.max_pending_steps()
         self.begin_pass()
         self._commands_by_step: dict[int, HistoryEvent] = {}
         self._markers: set[str] = set()
@@ -212,6 +214,8 @@ class Machine:
             raise Suspend()
         command = future.command
         recorded = self.recorded_command(command.step)
+        if recorded is None:  # what the history holds already was allowed when it was new
+            limits.check_pending(self.info.workflow_id, len(self.open), self.max_pending)
         if recorded is not None and (
             recorded.type != command.event_type or recorded.name != command.name
         ):

@@ -42,6 +42,8 @@ class WorkflowRun(models.Model):
     timeout_seconds = models.FloatField(null=True, blank=True)
     #: Number of events; the next event gets ``last_sequence + 1``.
     last_sequence = models.IntegerField(default=0)
+    #: Bytes of the history's event details (their JSON), for ``MAX_HISTORY_BYTES``.
+    history_bytes = models.BigIntegerField(default=0)
     #: Set when the run has new events a worker has yet to process; the sweeper re-sends
     #: the nudge if it stays set (a lost broker message).
     advance_requested_at = models.DateTimeField(null=True, blank=True)

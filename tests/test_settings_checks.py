@@ -49,6 +49,9 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("WORKER_CONN_MAX_AGE", -1, "E003", "['WORKER_CONN_MAX_AGE'] must be a number of seconds"),
     ("MAX_PAYLOAD_BYTES", "1MB", "E007", "['MAX_PAYLOAD_BYTES'] must be a positive whole"),
     ("MAX_PAYLOAD_BYTES", 0, "E007", "['MAX_PAYLOAD_BYTES'] must be a positive whole"),
+    ("MAX_PENDING_STEPS", 0, "E007", "['MAX_PENDING_STEPS'] must be a positive whole number of"),
+    ("MAX_HISTORY_EVENTS", "100k", "E007", "['MAX_HISTORY_EVENTS'] must be a positive whole"),
+    ("MAX_HISTORY_BYTES", -1, "E007", "['MAX_HISTORY_BYTES'] must be a positive whole"),
     ("RETENTION", "30d", "E010", "BELUGA_WORKFLOWS['RETENTION'] must be a positive timedelta"),
     (
         "HEARTBEAT_INTERVAL",
@@ -74,6 +77,8 @@ GOOD: list[tuple[str, Any]] = [
     ("DEFAULT_TIMEOUT", 7 * 24 * 3600),
     ("DEFAULT_TIMEOUT", 0.5),
     ("MAX_PAYLOAD_BYTES", None),
+    ("MAX_PENDING_STEPS", None),
+    ("MAX_HISTORY_BYTES", None),
     ("POLL_INTERVAL", 0.05),
 ]
 

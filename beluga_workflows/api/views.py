@@ -34,6 +34,7 @@ from ..errors import (
     QueryError,
     WorkflowAlreadyStartedError,
     WorkflowClosedError,
+    WorkflowLimitError,
     WorkflowNameError,
     WorkflowNotFoundError,
     WorkflowNotHeldError,
@@ -196,7 +197,11 @@ class WorkflowViewSet(AuthenticateHeaderMixin, mixins.ListModelMixin, viewsets.G
             exc = exceptions.NotFound(str(exc))
         elif isinstance(
             exc,
-            WorkflowAlreadyStartedError | WorkflowClosedError | WorkflowNotHeldError | RunChanged,
+            WorkflowAlreadyStartedError
+            | WorkflowClosedError
+            | WorkflowNotHeldError
+            | WorkflowLimitError
+            | RunChanged,
         ):
             exc = Conflict(str(exc))
         elif isinstance(exc, QueryError):

@@ -47,7 +47,6 @@ from ..hooks import ActivityInfo
 from ..models import ActivityTask
 from ..serialization import ensure_json, ensure_size
 from . import eager, locks, runs, sql, steps
-from .store import with_reconnect
 from .timeouts import (
     deadline_error,
     error_info,
@@ -129,8 +128,13 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
             # It waited past its schedule-to-start (or -close) end, or started before on a
             # worker that died and is out of time.
             error = deadline_error(task, attempt, "did not finish (its worker died)")
-            with_reconnect(
-                steps.finish_activity, task_pk, attempt, error=error, retryable=retryable(error)
+            steps.guarded(
+                task.run_id,
+                steps.finish_activity,
+                task_pk,
+                attempt,
+                error=error,
+                retryable=retryable(error),
             )
             return
         assert task.deadline is not None and task.started_at is not None
@@ -148,7 +152,8 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
         if previous is not None and "error" not in outcome:
             released, previous = previous, None
             locks.released()  # by the statement that records this outcome
-            with_reconnect(
+            steps.guarded(
+                task.run_id,
                 steps.finish_activity,
                 task_pk,
                 attempt,
@@ -159,7 +164,8 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
                 **outcome,
             )
         else:
-            with_reconnect(
+            steps.guarded(
+                task.run_id,
                 steps.finish_activity,
                 task_pk,
                 attempt,

@@ -18,7 +18,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .. import observability, registry
+from .. import limits, observability, registry
 from ..errors import WorkflowAlreadyStartedError
 from ..history import EventType
 from ..models import ActivityTask, Timer, WorkflowEvent, WorkflowRun
@@ -102,6 +102,7 @@ def create_run(
         data = {"payload": signal.get("payload"), "sender": signal.get("sender")}
         events.append((EventType.SIGNAL_RECEIVED, signal["name"], data))
     run.last_sequence = len(events)
+    run.history_bytes = sum(limits.event_size(data) for _, _, data in events)
     try:
         # One statement inserts the run, its first events and its timeout timer; inside a
         # caller's transaction a savepoint keeps a lost race for the id from breaking it.
@@ -132,6 +133,9 @@ def signal(workflow_id: str, sig: Signal) -> WorkflowRun:
         data[observability.TRACE_KEY] = trace
     with transaction.atomic():
         run = lock_running(workflow_id, f"signal {sig.name!r} to")
+        limit = limits.history_exceeded(run.workflow_id, run.last_sequence, run.history_bytes)
+        if limit is not None:
+            raise limit  # recorded, it would only fail the run at its next step
         appender = Appender(run)
         appender.append(EventType.SIGNAL_RECEIVED, name=sig.name, data=data)
         request_advance(appender)

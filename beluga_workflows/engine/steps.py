@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
 
-from .. import observability, registry
+from .. import limits, observability, registry
 from ..errors import (
     WorkflowCanceledError,
     WorkflowTimeoutError,
@@ -37,9 +38,10 @@ from ..interpreter import Decision, RunInfo
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Status
 from . import commands, dispatch, holds, runners, runs, sql, timeouts
-from .store import Appender, lock_run
+from .store import Appender, connection_lost, lock_run, with_reconnect
 
 logger = logging.getLogger("beluga_workflows")
+T = TypeVar("T")
 
 #: What a step may change on the run row (saved with the step's events).
 RUN_FIELDS = (
@@ -100,12 +102,15 @@ def _decide(run: WorkflowRun, appender: Appender, history: sql.Prefetched | None
             fn = registry.resolve(run.workflow_name, run.workflow_reference)
             info = RunInfo(run.workflow_id, str(run.run_id), run.workflow_name, run.input)
             decision = runners.decide(run, fn, info, appender, history)
-        except Exception:
-            # Our failure or a deployment problem (the workflow cannot be imported), not the
-            # workflow's: keep what was recorded and let the sweeper try this step again.
-            logger.exception("Could not advance workflow %s; will retry", run.workflow_id)
-            runners.forget(run.pk)
-            run.advance_requested_at = timezone.now()
+        except Exception as exc:
+            # Our failure or a deployment problem (the workflow cannot be imported, its code
+            # ran past WORKFLOW_TASK_TIMEOUT), not a decision of the workflow's: record
+            # nothing it decided and hold the run with the error — visible in the admin, REST
+            # and describe(), tried again with backoff (and at once by a worker that starts,
+            # usually the fixed deploy) — instead of retrying it in silence forever.
+            logger.exception("Could not advance workflow %s; holding it", run.workflow_id)
+            holds.hold(run, exc)
+            run.advance_requested_at = None
             break
         if not _apply(run, appender, decision):
             break
@@ -125,6 +130,10 @@ def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> bool:
         error = WorkflowCanceledError(run.workflow_id, "The held workflow was canceled.")
         decision = dataclasses.replace(decision, commands=[], error=error)
     holds.clear(run)
+    limit = limits.history_exceeded(run.workflow_id, run.last_sequence, run.history_bytes)
+    if limit is not None and not decision.done:
+        # Too long or too large to go on: fail instead of recording what it decided.
+        decision = Decision(done=True, error=limit, read_through=decision.read_through)
     now = timezone.now()
     first_new = len(appender.added)
     run.decided_through = decision.read_through
@@ -407,6 +416,48 @@ def finish_activity(
         )
         decide(run, appender)
         return True
+
+
+def guarded(run_pk: int, step: Callable[..., T], /, *args: Any, **kwargs: Any) -> T | None:
+    """Run one of the run's steps (with :func:`.store.with_reconnect`); a failure that is not
+    a lost connection is recorded on the run by :func:`step_failed` and None returned."""
+    try:
+        return with_reconnect(step, *args, **kwargs)
+    except Exception as exc:
+        if transaction.get_connection().in_atomic_block or connection_lost():
+            raise  # the caller's transaction, or the database is away: tried again later
+        step_failed(run_pk, exc)
+        return None
+
+
+def step_failed(run_pk: int, error: BaseException) -> bool:
+    """A step of the run that failed for a reason other than a lost connection — the database
+    refused a write (a statement timeout, a limit, a trigger), or the engine hit a bug —
+    would fail the same way each time it is tried. It fails the run with the error, or holds
+    the run under ``ON_WORKFLOW_ERROR = "hold"`` (tried again with backoff, visible in the
+    admin); nothing the failed step decided is recorded."""
+    logger.error(
+        "A step of run %s failed: %s: %s", run_pk, type(error).__name__, error, exc_info=error
+    )
+    try:
+        with transaction.atomic():
+            run = lock_run(run_pk)
+            if run is None or run.status != Status.RUNNING.value:
+                return False
+            runners.forget(run.pk)
+            appender = Appender(run)
+            if holds.should_hold(run, error):
+                holds.hold(run, error)
+                run.advance_requested_at = None
+                appender.save(RUN_FIELDS)
+                return True
+            failure = error_to_json(error)
+            _close(run, appender, Status.FAILED, EventType.WORKFLOW_FAILED, error=failure)
+            _save(appender)
+            return True
+    except Exception:
+        logger.exception("Could not record the failed step of run %s either", run_pk)
+        return False
 
 
 def _may_retry(policy: RetryPolicy, attempt: int, error: dict[str, Any]) -> bool:

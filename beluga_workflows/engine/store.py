@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from .. import limits
 from ..errors import WorkflowClosedError, WorkflowNotFoundError
 from ..history import EventType, HistoryEvent
 from ..models import ActivityTask, WorkflowEvent, WorkflowRun
@@ -91,6 +92,10 @@ def with_reconnect(
         except (OperationalError, InterfaceError):
             if transaction.get_connection().in_atomic_block:
                 raise  # inside a caller's transaction: the caller decides
+            if not connection_lost():
+                # The database answered and refused (a statement timeout, a limit): the same
+                # write would meet the same error again. The caller records the failure.
+                raise
             if delay and time.monotonic() + delay > deadline:
                 raise
             if not delay:
@@ -101,6 +106,18 @@ def with_reconnect(
             delay = min(max(delay * 2, 0.1), 0.5)
             if on_reconnect is not None:
                 on_reconnect()
+
+
+def connection_lost() -> bool:
+    """After a database error: whether the connection itself is gone (a restart, a terminated
+    backend), rather than the database refusing one statement on a connection that works."""
+    raw = connection.connection
+    if raw is None or getattr(raw, "closed", True):
+        return True
+    try:
+        return not connection.is_usable()
+    except Exception:  # noqa: BLE001 - any failure to ask means it is gone
+        return True
 
 
 def to_event(row: WorkflowEvent) -> HistoryEvent:
@@ -148,6 +165,7 @@ class Appender:
         timestamp: datetime | None = None,
     ) -> HistoryEvent:
         self.run.last_sequence += 1
+        self.run.history_bytes += limits.event_size(data or {})
         event = HistoryEvent(
             sequence=self.run.last_sequence,
             type=type,
@@ -177,7 +195,7 @@ class Appender:
         self._events, self._tasks = [], []
         fields = list(fields)
         if fields:
-            fields = [*dict.fromkeys([*fields, "last_sequence"])]
+            fields = [*dict.fromkeys([*fields, "last_sequence", "history_bytes"])]
         closing, self.closing = self.closing and bool(fields), self.closing and not fields
         claim = locks.SPACE if tasks and eager.reserve() else None
         rows = [task for task, _ in tasks]

@@ -1,0 +1,72 @@
+"""Limits per run: how many steps may be outstanding at once, how long and how large its
+history may grow.
+
+A run is one row and one history: past some size every step of it is slow to write and to
+read, and a fan-out or a loop that never ends would take the database with it. So, as
+Temporal does (2,000 pending activities, 51,200 events and 50 MB per history there), each
+limit is refused at once with a :class:`~beluga_workflows.errors.WorkflowLimitError` naming
+it — never a hang:
+
+* ``MAX_PENDING_STEPS`` (default 20,000): futures a run has started and not seen settle
+  (activities, timers, signal waits, children). ``ctx.start_activity`` & co. raise the error
+  in the workflow code, on both executors (the interpreter checks it).
+* ``MAX_HISTORY_EVENTS`` (default 100,000) and ``MAX_HISTORY_BYTES`` (default 1 GiB, the
+  JSON of the events' details): checked by the built-in engine at each step, which fails the
+  run with the error instead of recording what the step decided; a signal to a run past them
+  is refused. On Temporal, Temporal's own history limits apply.
+
+The defaults let a 10,000-wide fan-out through (20,002 events); ``None`` lifts a limit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import WorkflowLimitError
+
+DEFAULT_MAX_PENDING_STEPS = 20_000
+
+
+def _setting(name: str, default: int | None) -> int | None:
+    try:
+        from .conf import beluga_settings
+
+        value = getattr(beluga_settings, name)
+    except Exception:  # noqa: BLE001 - outside a configured Django project: the default
+        return default
+    return None if value is None else int(value)
+
+
+def max_pending_steps() -> int | None:
+    return _setting("MAX_PENDING_STEPS", DEFAULT_MAX_PENDING_STEPS)
+
+
+def check_pending(workflow_id: str, pending: int, maximum: int | None) -> None:
+    """Refuse a new step when ``pending`` steps are outstanding already."""
+    if maximum is not None and pending >= maximum:
+        raise WorkflowLimitError(
+            workflow_id, "MAX_PENDING_STEPS", pending, maximum, "steps started and not finished"
+        )
+
+
+def event_size(data: dict[str, Any]) -> int:
+    """Bytes an event's details add to its run's history (their JSON, as stored)."""
+    if not data:
+        return 0
+    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def history_exceeded(workflow_id: str, events: int, size: int) -> WorkflowLimitError | None:
+    """The limit a history of ``events`` events and ``size`` bytes is past, if any."""
+    maximum = _setting("MAX_HISTORY_EVENTS", 100_000)
+    if maximum is not None and events > maximum:
+        return WorkflowLimitError(
+            workflow_id, "MAX_HISTORY_EVENTS", events, maximum, "events in its history"
+        )
+    maximum = _setting("MAX_HISTORY_BYTES", 1 << 30)
+    if maximum is not None and size > maximum:
+        return WorkflowLimitError(
+            workflow_id, "MAX_HISTORY_BYTES", size, maximum, "bytes of history"
+        )
+    return None
