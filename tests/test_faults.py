@@ -121,7 +121,7 @@ def test_a_workflow_whose_import_fails_once_runs_when_it_imports(
     handle = start(executor, flaky.flaky_import, 21)
     assert handle.result(timeout=30) == 42
     assert run_count(counter_dir, "import-failed") == 1
-    assert "will retry" in worker.log_since_start()
+    assert "holding it" in worker.log_since_start()  # held, visibly, then taken again
     assert [t for t, _, _ in history(handle)] == [
         "WorkflowStarted", "ActivityScheduled", "ActivityCompleted", "WorkflowCompleted",
     ]  # fmt: skip

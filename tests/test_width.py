@@ -146,16 +146,24 @@ def test_a_step_the_database_refuses_holds_the_run_under_hold_and_resumes_once_f
 
 
 @pytest.mark.django_db(transaction=True)
-def test_too_many_pending_steps_fail_the_run_naming_the_limit(worker_factory, tmp_path: Path):
+@pytest.mark.parametrize(
+    "executor_name", ["default", pytest.param("temporal", marks=pytest.mark.temporal)]
+)
+def test_too_many_pending_steps_fail_the_run_naming_the_limit(
+    executor_name, request, worker_factory, tmp_path: Path
+):
+    if executor_name == "temporal":
+        request.getfixturevalue("use_temporal")
     worker_factory(env=harness.settings_env(tmp_path, MAX_PENDING_STEPS=50))
-    executor = workflow.new("default")
+    executor = workflow.new(executor_name)
     handle = executor.execute(wf.fan_out, workflow.WorkflowOptions(id="too-wide", input=60))
     with pytest.raises(workflow.WorkflowFailedError) as failure:
-        handle.result(timeout=30)
+        handle.result(timeout=60)
     assert isinstance(failure.value.cause, workflow.WorkflowLimitError)
     assert "MAX_PENDING_STEPS = 50" in str(failure.value)
     assert "continue_as_new" in str(failure.value)
-    assert event_counts("too-wide").get("ActivityScheduled", 0) == 0  # refused, not half done
+    scheduled = [e for e in executor.history("too-wide") if e.type.value == "ActivityScheduled"]
+    assert scheduled == []  # refused before the step was recorded, not half done
 
 
 @pytest.mark.django_db(transaction=True)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from django.db import transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from .. import limits, observability, registry
@@ -421,11 +421,14 @@ def finish_activity(
 def guarded(run_pk: int, step: Callable[..., T], /, *args: Any, **kwargs: Any) -> T | None:
     """Run one of the run's steps (with :func:`.store.with_reconnect`); a failure that is not
     a lost connection is recorded on the run by :func:`step_failed` and None returned."""
+    before = connection.connection
     try:
         return with_reconnect(step, *args, **kwargs)
     except Exception as exc:
-        if transaction.get_connection().in_atomic_block or connection_lost():
-            raise  # the caller's transaction, or the database is away: tried again later
+        if transaction.get_connection().in_atomic_block:
+            raise  # inside the caller's transaction: the caller decides
+        if isinstance(exc, DatabaseError) and connection_lost(exc, before):
+            raise  # the database is away (for longer than with_reconnect waits): later
         step_failed(run_pk, exc)
         return None
 

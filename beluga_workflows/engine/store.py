@@ -87,12 +87,13 @@ def with_reconnect(
     deadline = time.monotonic() + patience
     delay = 0.0
     while True:
+        before = connection.connection
         try:
             return fn(*args, **kwargs)
-        except (OperationalError, InterfaceError):
+        except (OperationalError, InterfaceError) as exc:
             if transaction.get_connection().in_atomic_block:
                 raise  # inside a caller's transaction: the caller decides
-            if not connection_lost():
+            if not connection_lost(exc, before):
                 # The database answered and refused (a statement timeout, a limit): the same
                 # write would meet the same error again. The caller records the failure.
                 raise
@@ -108,16 +109,26 @@ def with_reconnect(
                 on_reconnect()
 
 
-def connection_lost() -> bool:
-    """After a database error: whether the connection itself is gone (a restart, a terminated
-    backend), rather than the database refusing one statement on a connection that works."""
+#: SQLSTATEs of a connection that is gone: class 08 (connection exception), and the server
+#: shutting down or terminating the backend (57P01-57P03).
+_LOST_STATES = ("57P01", "57P02", "57P03")
+
+
+def connection_lost(error: BaseException, before: Any) -> bool:
+    """After ``error``: whether the database connection is gone (a restart, a terminated
+    backend, an idle timeout) rather than the database refusing one statement on a connection
+    that works (a statement timeout, a limit, a trigger). ``before`` is the driver connection
+    the failed work started on (None if it had none yet).
+
+    The server says which with a SQLSTATE. An error without one comes from the driver: the
+    connection broke (or was replaced since) — or it refused to send what it was given, on a
+    connection that is still the same and still open."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    state = getattr(cause, "sqlstate", None)
+    if state:
+        return state.startswith("08") or state in _LOST_STATES
     raw = connection.connection
-    if raw is None or getattr(raw, "closed", True):
-        return True
-    try:
-        return not connection.is_usable()
-    except Exception:  # noqa: BLE001 - any failure to ask means it is gone
-        return True
+    return before is None or raw is not before or bool(getattr(raw, "closed", True))
 
 
 def to_event(row: WorkflowEvent) -> HistoryEvent:
