@@ -35,7 +35,7 @@ test: $(STAMP) browser lint check
 	scripts/test.sh $(PYTEST_ARGS)
 
 # Every benchmark, side by side with its peers (DBOS, raw Celery, the Temporal SDK), written up
-# in bench/results.md with a chart (docs/images/benchmarks.png). About 25 minutes; run it alone
+# in bench/results.md with a chart (docs/images/benchmarks.png). About 35 minutes; run it alone
 # on the machine. Uses DATABASE_URL / CELERY_BROKER_URL, or the embedded services.
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench,dev]'
