@@ -255,7 +255,7 @@ class MemoryEngine:
             self.tasks.remove(task)
 
     def _close(self, run: Run, status: Status, closing: HistoryEvent) -> None:
-        """``engine.steps._close``: the closing event, the run's work dropped, its running
+        """``engine.steps.close``: the closing event, the run's work dropped, its running
         children canceled (by policy), and its outcome sent to its parent."""
         run.events.append(closing)
         run.status, run.updated_at = status, self.now

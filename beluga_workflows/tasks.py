@@ -43,10 +43,10 @@ def _unit_of_work() -> Iterator[None]:
 
 @shared_task(name=ADVANCE_TASK, ignore_result=True, acks_late=True)
 def advance_workflow(run_pk: int) -> None:
-    from .engine import steps
+    from .engine import failures, steps
 
     with _unit_of_work():
-        steps.guarded(run_pk, steps.advance, run_pk)
+        failures.guarded(run_pk, steps.advance, run_pk)
 
 
 @shared_task(name=ACTIVITY_TASK, ignore_result=True, acks_late=True)

@@ -46,7 +46,7 @@ from ..errors import InvalidPayloadError, UntrustedReferenceError
 from ..hooks import ActivityInfo
 from ..models import ActivityTask
 from ..serialization import ensure_json, ensure_size
-from . import eager, locks, runs, sql, steps
+from . import eager, failures, locks, runs, sql, steps
 from .timeouts import (
     deadline_error,
     error_info,
@@ -128,7 +128,7 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
             # It waited past its schedule-to-start (or -close) end, or started before on a
             # worker that died and is out of time.
             error = deadline_error(task, attempt, "did not finish (its worker died)")
-            steps.guarded(
+            failures.guarded(
                 task.run_id,
                 steps.finish_activity,
                 task_pk,
@@ -152,7 +152,7 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
         if previous is not None and "error" not in outcome:
             released, previous = previous, None
             locks.released()  # by the statement that records this outcome
-            steps.guarded(
+            failures.guarded(
                 task.run_id,
                 steps.finish_activity,
                 task_pk,
@@ -164,7 +164,7 @@ def run_attempt(task_pk: int, attempt: int, claimed: ActivityTask | None = None)
                 **outcome,
             )
         else:
-            steps.guarded(
+            failures.guarded(
                 task.run_id,
                 steps.finish_activity,
                 task_pk,

@@ -17,10 +17,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from .. import limits, observability, registry
@@ -38,10 +37,9 @@ from ..interpreter import Decision, RunInfo
 from ..models import ActivityTask, Timer, WorkflowRun
 from ..options import ActivityOptions, ParentClosePolicy, RetryPolicy, Status
 from . import commands, dispatch, holds, runners, runs, sql, timeouts
-from .store import Appender, connection_lost, lock_run, with_reconnect
+from .store import Appender, lock_run
 
 logger = logging.getLogger("beluga_workflows")
-T = TypeVar("T")
 
 #: What a step may change on the run row (saved with the step's events).
 RUN_FIELDS = (
@@ -117,7 +115,7 @@ def _decide(run: WorkflowRun, appender: Appender, history: sql.Prefetched | None
     else:
         run.advance_requested_at = timezone.now()  # more next time, from a fresh message
         dispatch.advance(run.pk)
-    _save(appender)
+    save(appender)
 
 
 def _apply(run: WorkflowRun, appender: Appender, decision: Decision) -> bool:
@@ -169,14 +167,12 @@ def _finish(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
     if decision.continue_as_new is not None:
         _continue_as_new(run, appender, decision)
     elif decision.error is None:
-        _close(
-            run, appender, Status.COMPLETED, EventType.WORKFLOW_COMPLETED, result=decision.result
-        )
+        close(run, appender, Status.COMPLETED, EventType.WORKFLOW_COMPLETED, result=decision.result)
     elif decision.canceled:
-        _close(run, appender, Status.CANCELED, EventType.WORKFLOW_CANCELED)
+        close(run, appender, Status.CANCELED, EventType.WORKFLOW_CANCELED)
     else:
         error = error_to_json(decision.error)
-        _close(run, appender, Status.FAILED, EventType.WORKFLOW_FAILED, error=error)
+        close(run, appender, Status.FAILED, EventType.WORKFLOW_FAILED, error=error)
 
 
 def _continue_as_new(run: WorkflowRun, appender: Appender, decision: Decision) -> None:
@@ -189,7 +185,7 @@ def _continue_as_new(run: WorkflowRun, appender: Appender, decision: Decision) -
         .first()
     )
     successor = uuid.uuid4()
-    _close(
+    close(
         run,
         appender,
         Status.CONTINUED_AS_NEW,
@@ -197,7 +193,7 @@ def _continue_as_new(run: WorkflowRun, appender: Appender, decision: Decision) -
         data={"input": request.input, "new_run_id": str(successor)},
     )
     run.notify_parent = False  # the chain's last run reports to the parent
-    _save(appender)  # closed before its successor exists: one running run per id
+    save(appender)  # closed before its successor exists: one running run per id
     parent = WorkflowRun.objects.filter(pk=run.parent_id).first() if run.parent_id else None
     runs.create_run(
         run.workflow_name,
@@ -235,7 +231,7 @@ def _set_waiting(run: WorkflowRun, decision: Decision, now: Any) -> None:
         run.waiting_deadline = timer.fire_at if timer else None
 
 
-def _close(
+def close(
     run: WorkflowRun,
     appender: Appender,
     status: Status,
@@ -258,7 +254,7 @@ def _close(
     run.waiting_for = ""
     run.waiting_since = run.waiting_deadline = None
     run.advance_requested_at = None
-    # Saving the run (``_save``) cancels its open tasks, timers and children and wakes waiters.
+    # Saving the run (``save``) cancels its open tasks, timers and children and wakes waiters.
     appender.closing = True
     runners.forget(run.pk)
     if observability.enabled():
@@ -271,7 +267,7 @@ def _close(
         transaction.on_commit(lambda: _notify_quietly(pk))
 
 
-def _save(appender: Appender) -> None:
+def save(appender: Appender) -> None:
     """Save a step; a run that closed asks its running children to cancel (by policy)."""
     if appender.save(RUN_FIELDS):
         run = appender.run
@@ -418,51 +414,6 @@ def finish_activity(
         return True
 
 
-def guarded(run_pk: int, step: Callable[..., T], /, *args: Any, **kwargs: Any) -> T | None:
-    """Run one of the run's steps (with :func:`.store.with_reconnect`); a failure that is not
-    a lost connection is recorded on the run by :func:`step_failed` and None returned."""
-    before = connection.connection
-    try:
-        return with_reconnect(step, *args, **kwargs)
-    except Exception as exc:
-        if transaction.get_connection().in_atomic_block:
-            raise  # inside the caller's transaction: the caller decides
-        if isinstance(exc, DatabaseError) and connection_lost(exc, before):
-            raise  # the database is away (for longer than with_reconnect waits): later
-        step_failed(run_pk, exc)
-        return None
-
-
-def step_failed(run_pk: int, error: BaseException) -> bool:
-    """A step of the run that failed for a reason other than a lost connection — the database
-    refused a write (a statement timeout, a limit, a trigger), or the engine hit a bug —
-    would fail the same way each time it is tried. It fails the run with the error, or holds
-    the run under ``ON_WORKFLOW_ERROR = "hold"`` (tried again with backoff, visible in the
-    admin); nothing the failed step decided is recorded."""
-    logger.error(
-        "A step of run %s failed: %s: %s", run_pk, type(error).__name__, error, exc_info=error
-    )
-    try:
-        with transaction.atomic():
-            run = lock_run(run_pk)
-            if run is None or run.status != Status.RUNNING.value:
-                return False
-            runners.forget(run.pk)
-            appender = Appender(run)
-            if holds.should_hold(run, error):
-                holds.hold(run, error)
-                run.advance_requested_at = None
-                appender.save(RUN_FIELDS)
-                return True
-            failure = error_to_json(error)
-            _close(run, appender, Status.FAILED, EventType.WORKFLOW_FAILED, error=failure)
-            _save(appender)
-            return True
-    except Exception:
-        logger.exception("Could not record the failed step of run %s either", run_pk)
-        return False
-
-
 def _may_retry(policy: RetryPolicy, attempt: int, error: dict[str, Any]) -> bool:
     if attempt >= policy.max_attempts:
         return False
@@ -489,8 +440,8 @@ def fire_timer(timer_pk: int) -> bool:
         if timer.kind == Timer.Kind.WORKFLOW_TIMEOUT:
             seconds = run.timeout_seconds
             error = error_to_json(WorkflowTimeoutError(run.workflow_id, seconds))
-            _close(run, appender, Status.TIMED_OUT, EventType.WORKFLOW_TIMED_OUT, error=error)
-            _save(appender)
+            close(run, appender, Status.TIMED_OUT, EventType.WORKFLOW_TIMED_OUT, error=error)
+            save(appender)
             return True
         appender.append(EventType.TIMER_FIRED, step=timer.step, name=timer.kind)
         decide(run, appender)
