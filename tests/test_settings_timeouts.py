@@ -19,7 +19,7 @@ from django.conf import settings as django_settings
 from django.test import override_settings
 
 from beluga_workflows import registry, workflow
-from beluga_workflows.engine import runs, steps
+from beluga_workflows.engine import holds, runs, steps
 from beluga_workflows.models import WorkflowRun
 from tests import harness
 from tests import workflows_conformance as conformance
@@ -132,14 +132,18 @@ def test_a_step_that_never_reaches_a_step_is_given_up(cache_size: int, no_worker
             took = time.monotonic() - began
         assert took < 10, f"the step ran {took:.1f}s: WORKFLOW_TASK_TIMEOUT was not applied"
         run.refresh_from_db()
-        # Nothing recorded, and the step is still asked for: the sweeper sends it again.
+        # Nothing recorded; the run is held with the error, in view, and tried again later
+        # (with backoff, by a worker that starts, or on request) instead of in silence.
         assert run.status == "running" and run.last_sequence == 1
-        assert run.advance_requested_at is not None
+        assert run.held is not None and run.held["error"]["type"] == "WorkflowTaskTimeout"
+        assert run.held_retry_at is not None
 
         RELEASE.set()  # the code no longer loops: taken again, the step finishes the run
+        holds.retry(run.workflow_id)
         with override_settings(BELUGA_WORKFLOWS=fast):
             steps.advance(run.pk)
         run.refresh_from_db()
         assert (run.status, run.result) == ("completed", "released")
+        assert run.held is None
     finally:
         RELEASE.set()

@@ -60,6 +60,13 @@ class RunPagination(PageNumberPagination):
     # Django's paginator says why: not an integer, less than 1, or past the last page.
     invalid_page_message = "{message}."
 
+    def get_page_number(self, request: Request, paginator: Any) -> Any:
+        # DRF reads an empty ``?page=`` as page 1; the schema says a whole number.
+        if request.query_params.get(self.page_query_param, None) == "":
+            message = "Must be a whole number from 1 (or left out for the first page)."
+            raise exceptions.ValidationError({self.page_query_param: [message]})
+        return super().get_page_number(request, paginator)
+
     def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> Any:
         try:
             return super().paginate_queryset(queryset, request, view)
