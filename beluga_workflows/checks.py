@@ -55,6 +55,7 @@ TEMPORAL_KEYS = (
     "DATA_CONVERTER",
     "PAYLOAD_CODEC",
     "MIRROR_PAYLOADS",
+    "MAX_PENDING_ACTIVITIES",
     "PASSTHROUGH_MODULES",
 )
 TEMPORAL_EXAMPLE = (
@@ -249,6 +250,14 @@ def _temporal(given: Any) -> list[Error]:
             error(
                 "BELUGA_WORKFLOWS['TEMPORAL']['MIRROR_PAYLOADS'] must be True or False, not "
                 f"{temporal['MIRROR_PAYLOADS']!r}."
+            )
+        )
+    pending = temporal.get("MAX_PENDING_ACTIVITIES")
+    if isinstance(pending, bool) or not isinstance(pending, int) or pending < 1:
+        errors.append(
+            error(
+                "BELUGA_WORKFLOWS['TEMPORAL']['MAX_PENDING_ACTIVITIES'] must be a positive whole "
+                f"number (the cluster's limit.numPendingActivities.error), not {pending!r}."
             )
         )
     return errors + _data_converter(temporal)

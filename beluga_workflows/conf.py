@@ -29,6 +29,10 @@ DEFAULTS: dict[str, Any] = {
         # Modules Temporal's sandbox hands to workflow code as the worker imported them, besides
         # beluga_workflows, Django and the installed apps (docs/determinism.md).
         "PASSTHROUGH_MODULES": [],
+        # The cluster's per-run limit of pending activities (Temporal's default, set on the
+        # server as limit.numPendingActivities.error): MAX_PENDING_STEPS stops below it, since
+        # past it Temporal refuses the workflow task and retries it for ever.
+        "MAX_PENDING_ACTIVITIES": 2000,
     },
     # Celery queues used by the built-in engine.
     "WORKFLOW_QUEUE": "beluga_workflows",

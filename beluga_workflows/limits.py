@@ -9,7 +9,8 @@ it — never a hang:
 
 * ``MAX_PENDING_STEPS`` (default 20,000): futures a run has started and not seen settle
   (activities, timers, signal waits, children). ``ctx.start_activity`` & co. raise the error
-  in the workflow code, on both executors (the interpreter checks it).
+  in the workflow code, on both executors (the interpreter checks it); on Temporal at most
+  ``TEMPORAL["MAX_PENDING_ACTIVITIES"]`` (2,000, the cluster's own limit by default).
 * ``MAX_HISTORY_EVENTS`` (default 100,000) and ``MAX_HISTORY_BYTES`` (default 1 GiB, the
   JSON of the events' details): checked by the built-in engine at each step, which fails the
   run with the error instead of recording what the step decided; a signal to a run past them
@@ -38,15 +39,34 @@ def _setting(name: str, default: int | None) -> int | None:
     return None if value is None else int(value)
 
 
-def max_pending_steps() -> int | None:
-    return _setting("MAX_PENDING_STEPS", DEFAULT_MAX_PENDING_STEPS)
+#: A pending-steps limit: the setting that sets it and its value (None: no limit).
+PendingLimit = tuple[str, int | None]
 
 
-def check_pending(workflow_id: str, pending: int, maximum: int | None) -> None:
+def max_pending_steps(temporal: bool = False) -> PendingLimit:
+    """``MAX_PENDING_STEPS``; on Temporal no more than its cluster's pending-activity limit
+    (``TEMPORAL["MAX_PENDING_ACTIVITIES"]``, 2,000 as Temporal's default), past which Temporal
+    would refuse the workflow task and retry it for ever — a hang, not an error."""
+    maximum = _setting("MAX_PENDING_STEPS", DEFAULT_MAX_PENDING_STEPS)
+    if not temporal:
+        return "MAX_PENDING_STEPS", maximum
+    try:
+        from .conf import beluga_settings
+
+        cluster = int(beluga_settings.TEMPORAL.get("MAX_PENDING_ACTIVITIES", 2000))
+    except Exception:  # noqa: BLE001 - outside a configured Django project: the default
+        cluster = 2000
+    if maximum is not None and maximum <= cluster:
+        return "MAX_PENDING_STEPS", maximum
+    return "TEMPORAL['MAX_PENDING_ACTIVITIES']", cluster
+
+
+def check_pending(workflow_id: str, pending: int, limit: PendingLimit) -> None:
     """Refuse a new step when ``pending`` steps are outstanding already."""
+    name, maximum = limit
     if maximum is not None and pending >= maximum:
         raise WorkflowLimitError(
-            workflow_id, "MAX_PENDING_STEPS", pending, maximum, "steps started and not finished"
+            workflow_id, name, pending, maximum, "steps started and not finished"
         )
 
 

@@ -186,3 +186,22 @@ def test_a_history_past_its_limit_fails_the_run_and_refuses_signals(
         executor.signal("signals", workflow.Signal("more", 3))
     received = [e for e in executor.history("signals") if e.type is EventType.SIGNAL_RECEIVED]
     assert [e.data["payload"] for e in received] == [1, 2]  # the refused one is not recorded
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.temporal
+def test_on_temporal_a_fan_out_past_the_clusters_pending_limit_fails_instead_of_hanging(
+    use_temporal, worker_factory, tmp_path: Path
+):
+    """Temporal refuses a workflow task that takes a run past its cluster's pending-activity
+    limit (2,000 by default) and retries it for ever; the limit is ours to refuse first."""
+    worker_factory(
+        env=harness.settings_env(
+            tmp_path, TEMPORAL={**use_temporal["TEMPORAL"], "MAX_PENDING_ACTIVITIES": 40}
+        )
+    )
+    executor = workflow.new("temporal")
+    handle = executor.execute(wf.fan_out, workflow.WorkflowOptions(id="too-wide-t", input=45))
+    with pytest.raises(workflow.WorkflowFailedError) as failure:
+        handle.result(timeout=60)
+    assert "TEMPORAL['MAX_PENDING_ACTIVITIES'] = 40" in str(failure.value)

@@ -42,7 +42,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from ... import observability, registry
+from ... import limits, observability, registry
 from ...continuation import GreenletContinuation
 from ...errors import UntrustedReferenceError, error_to_json
 from ...history import (
@@ -206,6 +206,7 @@ class BelugaWorkflow(Operations):
         live = self.live
         if live is None or not live.usable():
             live = self.live = GreenletContinuation(fn, self.run_info, None, self.patched)
+            live.machine.max_pending = limits.max_pending_steps(temporal=True)
             return live.feed(self.events)
         return live.feed(self.events[live.seen :])
 
