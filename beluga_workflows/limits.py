@@ -24,18 +24,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .conf import DEFAULTS, beluga_settings
 from .errors import WorkflowLimitError
 
-DEFAULT_MAX_PENDING_STEPS = 20_000
 
-
-def _setting(name: str, default: int | None) -> int | None:
+def _setting(name: str) -> Any:
+    """The setting, or its default (``conf.DEFAULTS``) outside a configured Django project."""
     try:
-        from .conf import beluga_settings
+        return getattr(beluga_settings, name)
+    except Exception:  # noqa: BLE001 - settings not configured: the default
+        return DEFAULTS[name]
 
-        value = getattr(beluga_settings, name)
-    except Exception:  # noqa: BLE001 - outside a configured Django project: the default
-        return default
+
+def _limit(name: str) -> int | None:
+    value = _setting(name)
     return None if value is None else int(value)
 
 
@@ -47,15 +49,10 @@ def max_pending_steps(temporal: bool = False) -> PendingLimit:
     """``MAX_PENDING_STEPS``; on Temporal no more than its cluster's pending-activity limit
     (``TEMPORAL["MAX_PENDING_ACTIVITIES"]``, 2,000 as Temporal's default), past which Temporal
     would refuse the workflow task and retry it for ever — a hang, not an error."""
-    maximum = _setting("MAX_PENDING_STEPS", DEFAULT_MAX_PENDING_STEPS)
+    maximum = _limit("MAX_PENDING_STEPS")
     if not temporal:
         return "MAX_PENDING_STEPS", maximum
-    try:
-        from .conf import beluga_settings
-
-        cluster = int(beluga_settings.TEMPORAL.get("MAX_PENDING_ACTIVITIES", 2000))
-    except Exception:  # noqa: BLE001 - outside a configured Django project: the default
-        cluster = 2000
+    cluster = int(_setting("TEMPORAL")["MAX_PENDING_ACTIVITIES"])
     if maximum is not None and maximum <= cluster:
         return "MAX_PENDING_STEPS", maximum
     return "TEMPORAL['MAX_PENDING_ACTIVITIES']", cluster
@@ -79,12 +76,12 @@ def event_size(data: dict[str, Any]) -> int:
 
 def history_exceeded(workflow_id: str, events: int, size: int) -> WorkflowLimitError | None:
     """The limit a history of ``events`` events and ``size`` bytes is past, if any."""
-    maximum = _setting("MAX_HISTORY_EVENTS", 100_000)
+    maximum = _limit("MAX_HISTORY_EVENTS")
     if maximum is not None and events > maximum:
         return WorkflowLimitError(
             workflow_id, "MAX_HISTORY_EVENTS", events, maximum, "events in its history"
         )
-    maximum = _setting("MAX_HISTORY_BYTES", 1 << 30)
+    maximum = _limit("MAX_HISTORY_BYTES")
     if maximum is not None and size > maximum:
         return WorkflowLimitError(
             workflow_id, "MAX_HISTORY_BYTES", size, maximum, "bytes of history"
